@@ -1,0 +1,187 @@
+package engine
+
+import (
+	"fmt"
+	"time"
+)
+
+// Config is one node's configuration. Zero fields take the defaults of DefaultConfig
+// (see WithDefaults); Validate names the field and rule of any bad value.
+type Config struct {
+	// NodeID identifies the node across restarts (1–128 bytes). Required.
+	NodeID string
+	// Capacity is the node's weight in allocation, ≥ 1. Default 1.
+	Capacity int
+	// Labels are free-form key=value pairs, sorted by key.
+	Labels []Label
+	// Worker: whether the node takes partitions. Default true; a coordinator-only node
+	// sets NoWork.
+	NoWork bool
+	// Candidate: whether the node competes for the coordinator lease. Default true; a
+	// worker-only node sets NoCandidate.
+	NoCandidate bool
+
+	// LeaseKey is the coordinator lease's key. Default "coordinator".
+	LeaseKey string
+	// LeaseTTL is how long a coordinator lease lasts without renewal (store time).
+	// Default 6s. Must exceed 3 × RenewInterval.
+	LeaseTTL time.Duration
+	// RenewInterval is how often the coordinator renews. Default LeaseTTL/3.
+	RenewInterval time.Duration
+	// RetryPeriod is how often a standby polls the lease, ±RetryJitter. Default 1s.
+	RetryPeriod time.Duration
+	// RetryJitter is the fraction of RetryPeriod drawn at random (from the node's seed)
+	// each time, in [0, 1). Default 0.2.
+	RetryJitter float64
+
+	// Heartbeat is how often a worker heartbeats. Default 1s.
+	Heartbeat time.Duration
+	// DeadAfter is the store-time heartbeat age after which the coordinator declares a
+	// node dead. Default 5s. Must be ≥ 3 × Heartbeat.
+	DeadAfter time.Duration
+	// Tick is how often the coordinator reads state and plans. Default 1s.
+	Tick time.Duration
+
+	// DriftRate (ρ) bounds how fast this node's clock may run relative to the store's:
+	// a holder treats a lease (and a worker its liveness) as lost at
+	// sent + ttl·(1−ρ) − SafetyMargin. Default 0.01.
+	DriftRate float64
+	// SafetyMargin is subtracted from every conservative deadline. Default 100ms.
+	SafetyMargin time.Duration
+	// RequestTimeout bounds every store call. Default RenewInterval/2; must be shorter
+	// than RenewInterval and than Heartbeat.
+	RequestTimeout time.Duration
+
+	// MaxInFlight bounds partitions releasing at once, cluster-wide. 0 = unlimited.
+	// Default 0.
+	MaxInFlight int
+	// MaxInFlightPerWorker bounds partitions releasing at once from one worker.
+	// 0 = unlimited. Default 0.
+	MaxInFlightPerWorker int
+}
+
+// DefaultConfig returns the defaults (NodeID is left empty).
+func DefaultConfig() Config {
+	return Config{
+		Capacity:       1,
+		LeaseKey:       "coordinator",
+		LeaseTTL:       6 * time.Second,
+		RenewInterval:  2 * time.Second,
+		RetryPeriod:    time.Second,
+		RetryJitter:    0.2,
+		Heartbeat:      time.Second,
+		DeadAfter:      5 * time.Second,
+		Tick:           time.Second,
+		DriftRate:      0.01,
+		SafetyMargin:   100 * time.Millisecond,
+		RequestTimeout: 900 * time.Millisecond,
+	}
+}
+
+// WithDefaults fills zero fields. RenewInterval defaults to LeaseTTL/3 when LeaseTTL is
+// set, and RequestTimeout to just under the shorter of RenewInterval and Heartbeat.
+func (c Config) WithDefaults() Config {
+	d := DefaultConfig()
+	if c.Capacity == 0 {
+		c.Capacity = d.Capacity
+	}
+	if c.LeaseKey == "" {
+		c.LeaseKey = d.LeaseKey
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = d.LeaseTTL
+	}
+	if c.RenewInterval == 0 {
+		c.RenewInterval = c.LeaseTTL / 3
+	}
+	if c.RetryPeriod == 0 {
+		c.RetryPeriod = d.RetryPeriod
+	}
+	if c.RetryJitter == 0 {
+		c.RetryJitter = d.RetryJitter
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = d.Heartbeat
+	}
+	if c.DeadAfter == 0 {
+		c.DeadAfter = d.DeadAfter
+	}
+	if c.Tick == 0 {
+		c.Tick = d.Tick
+	}
+	if c.DriftRate == 0 {
+		c.DriftRate = d.DriftRate
+	}
+	if c.SafetyMargin == 0 {
+		c.SafetyMargin = d.SafetyMargin
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = min(c.RenewInterval, c.Heartbeat) * 9 / 10
+	}
+	return c
+}
+
+// Validate checks a config (after WithDefaults) and names the first bad field and rule.
+func (c Config) Validate() error {
+	if err := ValidateName("config.NodeID", c.NodeID); err != nil {
+		return err
+	}
+	if err := ValidateNodeSpec(NodeSpec{ID: c.NodeID, Capacity: c.Capacity, Labels: c.Labels}); err != nil {
+		return err
+	}
+	if err := ValidateName("config.LeaseKey", c.LeaseKey); err != nil {
+		return err
+	}
+	pos := func(field string, d time.Duration) error {
+		if d <= 0 {
+			return Invalid(field, d.String(), "must be > 0")
+		}
+		return nil
+	}
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"config.LeaseTTL", c.LeaseTTL}, {"config.RenewInterval", c.RenewInterval},
+		{"config.RetryPeriod", c.RetryPeriod}, {"config.Heartbeat", c.Heartbeat},
+		{"config.DeadAfter", c.DeadAfter}, {"config.Tick", c.Tick},
+		{"config.RequestTimeout", c.RequestTimeout},
+	} {
+		if err := pos(f.name, f.d); err != nil {
+			return err
+		}
+	}
+	if c.LeaseTTL <= 3*c.RenewInterval {
+		return Invalid("config.LeaseTTL", c.LeaseTTL.String(), fmt.Sprintf("must exceed 3 × RenewInterval (%v)", 3*c.RenewInterval))
+	}
+	if c.DeadAfter < 3*c.Heartbeat {
+		return Invalid("config.DeadAfter", c.DeadAfter.String(), fmt.Sprintf("must be at least 3 × Heartbeat (%v)", 3*c.Heartbeat))
+	}
+	if c.RequestTimeout >= c.RenewInterval {
+		return Invalid("config.RequestTimeout", c.RequestTimeout.String(), fmt.Sprintf("must be shorter than RenewInterval (%v)", c.RenewInterval))
+	}
+	if c.RequestTimeout >= c.Heartbeat {
+		return Invalid("config.RequestTimeout", c.RequestTimeout.String(), fmt.Sprintf("must be shorter than Heartbeat (%v)", c.Heartbeat))
+	}
+	if c.RetryJitter < 0 || c.RetryJitter >= 1 {
+		return Invalid("config.RetryJitter", fmt.Sprint(c.RetryJitter), "must be in [0, 1)")
+	}
+	if c.DriftRate < 0 || c.DriftRate >= 0.5 {
+		return Invalid("config.DriftRate", fmt.Sprint(c.DriftRate), "must be in [0, 0.5)")
+	}
+	if c.SafetyMargin < 0 {
+		return Invalid("config.SafetyMargin", c.SafetyMargin.String(), "must be ≥ 0")
+	}
+	// The conservative windows must leave room to act: a lease whose safe window is
+	// shorter than one renewal interval could never be renewed in time.
+	if safe := time.Duration(float64(c.LeaseTTL)*(1-c.DriftRate)) - c.SafetyMargin; safe <= c.RenewInterval+c.RequestTimeout {
+		return Invalid("config.SafetyMargin", c.SafetyMargin.String(), "leaves the lease no safe window beyond one renewal interval plus the request timeout")
+	}
+	if c.MaxInFlight < 0 {
+		return Invalid("config.MaxInFlight", fmt.Sprint(c.MaxInFlight), "must be ≥ 0 (0 = unlimited)")
+	}
+	if c.MaxInFlightPerWorker < 0 {
+		return Invalid("config.MaxInFlightPerWorker", fmt.Sprint(c.MaxInFlightPerWorker), "must be ≥ 0 (0 = unlimited)")
+	}
+	return nil
+}

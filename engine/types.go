@@ -1,0 +1,172 @@
+package engine
+
+import (
+	"fmt"
+	"time"
+)
+
+// PartitionID names one partition of one task list. Partitions are numbered 0..N-1.
+type PartitionID struct {
+	Domain    string
+	TaskList  string
+	Partition int
+}
+
+func (p PartitionID) String() string {
+	return fmt.Sprintf("%s/%s/%d", p.Domain, p.TaskList, p.Partition)
+}
+
+// Less orders partitions by domain, task list, then number. Every list of partitions the
+// engine emits is sorted this way, so outputs never depend on map order.
+func (p PartitionID) Less(q PartitionID) bool {
+	if p.Domain != q.Domain {
+		return p.Domain < q.Domain
+	}
+	if p.TaskList != q.TaskList {
+		return p.TaskList < q.TaskList
+	}
+	return p.Partition < q.Partition
+}
+
+// ComparePartitions is PartitionID.Less as a three-way comparison, for slices.SortFunc.
+func ComparePartitions(p, q PartitionID) int {
+	switch {
+	case p.Less(q):
+		return -1
+	case q.Less(p):
+		return 1
+	}
+	return 0
+}
+
+// TaskList is a named queue split into Partitions partitions, grouped by domain.
+type TaskList struct {
+	Domain     string
+	Name       string
+	Partitions int
+}
+
+// PartitionState is the handoff state of one assignment row.
+type PartitionState uint8
+
+const (
+	// Unassigned: nobody owns the partition; the coordinator may assign it.
+	Unassigned PartitionState = iota
+	// Assigned: Owner (at Incarnation) may process it, fenced by Generation.
+	Assigned
+	// Releasing: the coordinator asked Owner to stop; Owner still may be processing it
+	// until it acknowledges (or is declared dead). Target is the intended next owner.
+	Releasing
+	// Deleted: the partition is no longer configured (its task list was deleted or
+	// shrunk) and nobody owns it. The row is kept as a tombstone so that its generation
+	// keeps growing if the partition is configured again.
+	Deleted
+)
+
+var stateNames = [...]string{"unassigned", "assigned", "releasing", "deleted"}
+
+func (s PartitionState) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("PartitionState(%d)", uint8(s))
+}
+
+// ParsePartitionState is the inverse of PartitionState.String.
+func ParsePartitionState(s string) (PartitionState, error) {
+	for i, n := range stateNames {
+		if n == s {
+			return PartitionState(i), nil
+		}
+	}
+	return 0, fmt.Errorf("state %q: must be one of unassigned, assigned, releasing, deleted", s)
+}
+
+// Assignment is one row of the assignment table: who owns a partition and in what state.
+type Assignment struct {
+	Partition   PartitionID
+	Owner       string // node id; empty when Unassigned or Deleted
+	Incarnation uint64 // the owner's incarnation when it was assigned
+	// Generation grows by one each time the partition is assigned to an owner. It is the
+	// per-partition fencing token handed to the application's handler.
+	Generation uint64
+	State      PartitionState
+	// Target is the intended next owner while Releasing, and is kept after the release is
+	// acknowledged (state Unassigned) as a hint for the allocator; empty otherwise.
+	Target string
+	// Epoch is the coordinator epoch of the last fenced write to the row; a write with a
+	// lower epoch is refused.
+	Epoch uint64
+	// Revision is the store-wide revision of the last change to the row. Incremental reads
+	// return the rows whose Revision is greater than the caller's.
+	Revision uint64
+}
+
+// Label is one key=value label of a node. Labels are kept sorted by key.
+type Label struct {
+	Key, Value string
+}
+
+// NodeStatus is the liveness state of a registered node incarnation.
+type NodeStatus uint8
+
+const (
+	// NodeAlive: registered and not (yet) declared dead.
+	NodeAlive NodeStatus = iota
+	// NodeDead: declared dead by the coordinator, or replaced by a newer incarnation, or
+	// deregistered. Its heartbeats are refused with ErrNodeDead.
+	NodeDead
+)
+
+func (s NodeStatus) String() string {
+	if s == NodeAlive {
+		return "alive"
+	}
+	return "dead"
+}
+
+// NodeSpec is what a node says about itself when it registers.
+type NodeSpec struct {
+	ID       string
+	Capacity int // weight ≥ 1: a node of capacity 2 gets twice the share of one of capacity 1
+	Labels   []Label
+}
+
+// NodeInfo is a node as the store knows it.
+type NodeInfo struct {
+	ID          string
+	Incarnation uint64
+	Capacity    int
+	Labels      []Label
+	Draining    bool
+	Status      NodeStatus
+	// LastHeartbeat is the store's time of the last accepted heartbeat (or registration).
+	LastHeartbeat time.Time
+	// HeartbeatAge is store-now minus LastHeartbeat, computed by the store: liveness is
+	// always judged by store time, never by a client's clock.
+	HeartbeatAge time.Duration
+}
+
+// LeaseStatus is the status column of a lease row.
+type LeaseStatus uint8
+
+const (
+	LeaseInactive  LeaseStatus = 0 // released or never held; free to acquire
+	LeaseActive    LeaseStatus = 1 // held by Owner until ExpiresAt (store time)
+	LeaseDeletable LeaseStatus = 2 // retired by an operator; treated as free
+)
+
+// Lease is one row of the lease table. Rows are never deleted, so an epoch is never
+// issued twice for the same key.
+type Lease struct {
+	Key       string
+	Owner     string // empty when free
+	Epoch     uint64 // grows by one each time ownership changes
+	ExpiresAt time.Time
+	Status    LeaseStatus
+}
+
+// HeldAt reports whether the lease is held (active and unexpired) at store time now.
+func (l Lease) HeldAt(now time.Time) bool {
+	return l.Status == LeaseActive && now.Before(l.ExpiresAt)
+}
