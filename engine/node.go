@@ -43,10 +43,15 @@ type NodeState struct {
 	Coordinator bool
 	Epoch       uint64
 	LeaseUntil  time.Time
-	Draining    bool
-	Drained     bool // draining and owns nothing
-	Stopped     bool
-	Owned       []OwnedPartition // sorted by partition
+	// Registered: the node has an incarnation it believes alive. It may process Owned
+	// only until LivenessUntil (node clock, conservative: last successful heartbeat's
+	// send time + DeadAfter·(1−ρ) − SafetyMargin); after that it must have stopped them.
+	Registered    bool
+	LivenessUntil time.Time
+	Draining      bool
+	Drained       bool // draining and owns nothing
+	Stopped       bool
+	Owned         []OwnedPartition // sorted by partition
 }
 
 // State returns the node's beliefs as of its last Step.
