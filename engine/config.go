@@ -143,6 +143,9 @@ func (c Config) Validate() error {
 	if err := ValidateNodeSpec(NodeSpec{ID: c.NodeID, Capacity: c.Capacity, Labels: c.Labels}); err != nil {
 		return err
 	}
+	if c.NoWork && c.NoCandidate {
+		return Invalid("config.NoWork", "", "a node must be a worker or a coordinator candidate (NoWork and NoCandidate are both set)")
+	}
 	if err := ValidateName("config.LeaseKey", c.LeaseKey); err != nil {
 		return err
 	}
@@ -165,8 +168,10 @@ func (c Config) Validate() error {
 			return err
 		}
 	}
-	if c.LeaseTTL <= 3*c.RenewInterval {
-		return Invalid("config.LeaseTTL", c.LeaseTTL.String(), fmt.Sprintf("must exceed 3 × RenewInterval (%v)", 3*c.RenewInterval))
+	// The default RenewInterval is exactly LeaseTTL/3, so the rule is "at least": a
+	// holder gets three renewal attempts before its lease runs out.
+	if c.LeaseTTL < 3*c.RenewInterval {
+		return Invalid("config.LeaseTTL", c.LeaseTTL.String(), fmt.Sprintf("must be at least 3 × RenewInterval (%v)", 3*c.RenewInterval))
 	}
 	if c.DeadAfter < 3*c.Heartbeat {
 		return Invalid("config.DeadAfter", c.DeadAfter.String(), fmt.Sprintf("must be at least 3 × Heartbeat (%v)", 3*c.Heartbeat))
@@ -190,6 +195,11 @@ func (c Config) Validate() error {
 	// shorter than one renewal interval could never be renewed in time.
 	if safe := time.Duration(float64(c.LeaseTTL)*(1-c.DriftRate)) - c.SafetyMargin; safe <= c.RenewInterval+c.RequestTimeout {
 		return Invalid("config.SafetyMargin", c.SafetyMargin.String(), "leaves the lease no safe window beyond one renewal interval plus the request timeout")
+	}
+	// Same for a worker's liveness: its safe window must outlast one heartbeat interval
+	// plus a timed-out heartbeat, or a single slow call would fence it.
+	if safe := time.Duration(float64(c.DeadAfter)*(1-c.DriftRate)) - c.SafetyMargin; safe <= c.Heartbeat+c.RequestTimeout {
+		return Invalid("config.SafetyMargin", c.SafetyMargin.String(), "leaves a worker no safe window beyond one heartbeat interval plus the request timeout")
 	}
 	if c.MaxInFlight < 0 {
 		return Invalid("config.MaxInFlight", fmt.Sprint(c.MaxInFlight), "must be ≥ 0 (0 = unlimited)")

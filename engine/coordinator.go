@@ -1,0 +1,441 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/helixcoord/helix/internal/flaw"
+)
+
+// coordinator is the coordinator half of a Node: poll for the lease while standby; while
+// holding it, renew it, and every tick read the state, declare dead nodes, plan with the
+// allocator and apply the changes fenced by the epoch.
+type coordinator struct {
+	// term counts role changes (becoming coordinator, stepping down); replies to
+	// requests of an earlier term are ignored.
+	term uint64
+
+	acquireInFlight bool
+	pollNext        time.Time
+
+	coord      bool
+	epoch      uint64
+	leaseUntil time.Time // conservative, node clock
+
+	renewInFlight bool
+	renewNext     time.Time
+
+	tickNext      time.Time
+	readInFlight  bool
+	applyInFlight bool
+	needFull      bool // next read is a full one (after election, a failed or conflicting apply)
+
+	// The cache of the store: rows sorted by partition (index by position), revision.
+	rows     []Assignment
+	rowIndex map[PartitionID]int
+	rev      uint64
+	nodes    []NodeInfo
+	lists    []TaskList
+
+	// What the last plan was made from; planning is skipped when nothing changed.
+	planned   bool
+	lastLive  []liveNode
+	lastLists []TaskList
+}
+
+// liveNode is what the plan depends on about one live node. The incarnation is in it
+// because a re-registration voids the rows of the old one without changing any row.
+type liveNode struct {
+	id          string
+	incarnation uint64
+	capacity    int
+	draining    bool
+}
+
+// retryDelay is RetryPeriod ± RetryJitter, drawn from the node's own PRNG.
+func (n *Node) retryDelay() time.Duration {
+	j := (2*n.rng.Float64() - 1) * n.cfg.RetryJitter
+	return time.Duration(float64(n.cfg.RetryPeriod) * (1 + j))
+}
+
+func (n *Node) coordinatorTimers() {
+	c := &n.c
+	if c.coord && !n.now.Before(c.leaseUntil) {
+		n.stepDown("lease_expired")
+	}
+	if !c.coord {
+		if !c.acquireInFlight && !n.now.Before(c.pollNext) {
+			c.acquireInFlight = true
+			n.send(&pendingReq{kind: rkAcquire}, OpAcquireLease{Key: n.cfg.LeaseKey, Owner: n.cfg.NodeID, TTL: n.cfg.LeaseTTL})
+		}
+		return
+	}
+	if !c.renewInFlight && !n.now.Before(c.renewNext) {
+		c.renewInFlight = true
+		n.send(&pendingReq{kind: rkRenew}, OpRenewLease{Key: n.cfg.LeaseKey, Owner: n.cfg.NodeID, Epoch: c.epoch, TTL: n.cfg.LeaseTTL})
+	}
+	if !c.readInFlight && !c.applyInFlight && !n.now.Before(c.tickNext) {
+		c.readInFlight = true
+		c.tickNext = n.now.Add(n.cfg.Tick)
+		since := c.rev
+		if c.needFull {
+			since = 0
+		}
+		n.send(&pendingReq{kind: rkReadState, full: since == 0}, OpReadState{Since: since})
+	}
+}
+
+func (n *Node) coordinatorWake(add func(time.Time)) {
+	c := &n.c
+	if !c.coord {
+		if !c.acquireInFlight {
+			add(c.pollNext)
+		}
+		return
+	}
+	add(c.leaseUntil)
+	if !c.renewInFlight {
+		add(c.renewNext)
+	}
+	if !c.readInFlight && !c.applyInFlight {
+		add(c.tickNext)
+	}
+}
+
+func (n *Node) onAcquire(p *pendingReq, v any, err error) {
+	c := &n.c
+	c.acquireInFlight = false
+	if n.phase >= phaseFinishing {
+		// Shutting down: a grant that arrives now is given back at once.
+		if r, ok := replyAs[LeaseReply](v); ok && err == nil && r.Lease.Owner == n.cfg.NodeID && r.Lease.Status == LeaseActive {
+			n.send(&pendingReq{kind: rkRelease}, OpReleaseLease{Key: n.cfg.LeaseKey, Owner: n.cfg.NodeID, Epoch: r.Lease.Epoch})
+			return
+		}
+		n.finishing--
+		n.maybeStopped()
+		return
+	}
+	if c.coord {
+		return
+	}
+	delay := n.retryDelay()
+	r, ok := replyAs[LeaseReply](v)
+	if err != nil || !ok {
+		var held *LeaseHeldError
+		if errors.As(err, &held) {
+			// Decide from the store's clock: if the lease ends before our next poll, poll
+			// just after it ends instead.
+			if left := held.ExpiresAt.Sub(held.Now); left < delay {
+				delay = max(left, 0) + time.Millisecond
+			}
+		}
+		c.pollNext = n.now.Add(delay)
+		return
+	}
+	if r.Lease.Owner != n.cfg.NodeID || r.Lease.Status != LeaseActive {
+		c.pollNext = n.now.Add(delay)
+		return
+	}
+	until := n.window(p.sent, n.cfg.LeaseTTL)
+	if n.cfg.flaws.Has(flaw.NodeLeaseFromReply) {
+		until = n.window(n.now, n.cfg.LeaseTTL)
+	}
+	if !n.now.Before(until) {
+		c.pollNext = n.now // granted, but the reply took too long to trust it
+		return
+	}
+	c.coord = true
+	c.term++
+	c.epoch = r.Lease.Epoch
+	c.leaseUntil = until
+	c.renewNext = p.sent.Add(n.cfg.RenewInterval)
+	c.tickNext = n.now
+	c.needFull = true
+	c.planned = false
+	n.event("became_coordinator", fmt.Sprintf("epoch %d until %v", c.epoch, until))
+}
+
+func (n *Node) onRenew(p *pendingReq, v any, err error) {
+	c := &n.c
+	if !c.coord || p.term != c.term {
+		return
+	}
+	c.renewInFlight = false
+	if isErr(err, ErrLeaseLost) || isErr(err, ErrFenced) {
+		n.stepDown("lease_lost")
+		return
+	}
+	r, ok := replyAs[LeaseReply](v)
+	if err != nil || !ok {
+		// Retry soon: the lease is still ours until leaseUntil, if a renewal lands.
+		c.renewNext = n.now.Add(n.cfg.RenewInterval / 4)
+		return
+	}
+	if r.Lease.Owner != n.cfg.NodeID || r.Lease.Epoch != c.epoch {
+		n.stepDown("lease_lost")
+		return
+	}
+	until := n.window(p.sent, n.cfg.LeaseTTL)
+	if n.cfg.flaws.Has(flaw.NodeLeaseFromReply) {
+		until = n.window(n.now, n.cfg.LeaseTTL)
+	}
+	if until.After(c.leaseUntil) {
+		c.leaseUntil = until
+	}
+	c.renewNext = p.sent.Add(n.cfg.RenewInterval)
+}
+
+// stepDown ends the coordinator role at once: every coordinator request in flight is
+// forgotten and the cache dropped.
+func (n *Node) stepDown(reason string) {
+	c := &n.c
+	if !c.coord {
+		return
+	}
+	n.event("stepped_down", reason)
+	c.coord = false
+	c.term++
+	n.dropPending(func(p *pendingReq) bool { return p.kind.coordinator() && p.kind != rkAcquire })
+	c.renewInFlight, c.readInFlight, c.applyInFlight = false, false, false
+	c.rows, c.rowIndex, c.rev, c.nodes, c.lists = nil, nil, 0, nil, nil
+	c.planned, c.lastLive, c.lastLists = false, nil, nil
+	c.leaseUntil = time.Time{}
+	c.pollNext = n.now.Add(n.retryDelay())
+}
+
+func (n *Node) onReadState(p *pendingReq, v any, err error) {
+	c := &n.c
+	if !c.coord || p.term != c.term {
+		return
+	}
+	c.readInFlight = false
+	r, ok := replyAs[StateReply](v)
+	if err != nil || !ok {
+		c.needFull = true
+		return
+	}
+	changed := n.mergeState(p.full, r)
+	if p.full {
+		c.needFull = false
+	}
+	if !n.now.Before(c.leaseUntil) {
+		return
+	}
+	n.planAndApply(changed)
+}
+
+// mergeState folds a read into the cache and reports whether any row changed.
+func (n *Node) mergeState(full bool, r StateReply) bool {
+	c := &n.c
+	c.nodes, c.lists = r.Nodes, r.TaskLists
+	c.rev = r.Revision
+	if full {
+		c.rows = slices.Clone(r.Assignments)
+		byPartition := func(a, b Assignment) int { return ComparePartitions(a.Partition, b.Partition) }
+		if !slices.IsSortedFunc(c.rows, byPartition) { // the contract says sorted; be safe
+			slices.SortStableFunc(c.rows, byPartition)
+		}
+		c.rows = slices.CompactFunc(c.rows, func(a, b Assignment) bool { return a.Partition == b.Partition })
+		c.rowIndex = make(map[PartitionID]int, len(c.rows))
+		for i, a := range c.rows {
+			c.rowIndex[a.Partition] = i
+		}
+		return true
+	}
+	inserted := false
+	for _, a := range r.Assignments {
+		if i, ok := c.rowIndex[a.Partition]; ok {
+			if a.Revision >= c.rows[i].Revision {
+				c.rows[i] = a
+			}
+			continue
+		}
+		c.rows = append(c.rows, a)
+		c.rowIndex[a.Partition] = len(c.rows) - 1
+		inserted = true
+	}
+	if inserted {
+		slices.SortStableFunc(c.rows, func(a, b Assignment) int { return ComparePartitions(a.Partition, b.Partition) })
+		for i, a := range c.rows {
+			c.rowIndex[a.Partition] = i
+		}
+	}
+	return len(r.Assignments) > 0
+}
+
+// planAndApply is the coordinator's decision for one tick: which nodes to declare dead
+// and which rows to change. In steady state it produces nothing and no write is made.
+func (n *Node) planAndApply(rowsChanged bool) {
+	c := &n.c
+	var dead []DeadNode
+	alive := map[string]NodeInfo{} // live workers by id, after this tick's declarations
+	var workers []Worker
+	var live []liveNode
+	for _, nd := range c.nodes {
+		if nd.Status != NodeAlive {
+			continue
+		}
+		if nd.HeartbeatAge > n.cfg.DeadAfter {
+			dead = append(dead, DeadNode{ID: nd.ID, Incarnation: nd.Incarnation})
+			continue
+		}
+		alive[nd.ID] = nd
+		wk := Worker{ID: nd.ID, Capacity: max(nd.Capacity, 1), Draining: nd.Draining}
+		if n.cfg.flaws.Has(flaw.NodeIgnoreDrain) {
+			wk.Draining = false
+		}
+		workers = append(workers, wk)
+		live = append(live, liveNode{nd.ID, nd.Incarnation, wk.Capacity, wk.Draining})
+	}
+	slices.SortFunc(workers, func(a, b Worker) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(live, func(a, b liveNode) int { return strings.Compare(a.id, b.id) })
+
+	// In steady state nothing the plan depends on has changed since the last one (which
+	// wrote nothing, or whose write the incremental read has just returned): skip it.
+	if len(dead) == 0 && !rowsChanged && c.planned &&
+		slices.Equal(live, c.lastLive) && slices.Equal(c.lists, c.lastLists) {
+		return
+	}
+	c.planned, c.lastLive, c.lastLists = true, live, slices.Clone(c.lists)
+
+	liveOwner := func(a Assignment) bool {
+		if a.State != Assigned && a.State != Releasing {
+			return false
+		}
+		nd, ok := alive[a.Owner]
+		return ok && nd.Incarnation == a.Incarnation
+	}
+	configured := map[[2]string]int{}
+	for _, tl := range c.lists {
+		configured[[2]string{tl.Domain, tl.Name}] = tl.Partitions
+	}
+	// Rows come sorted, so consecutive rows share a task list: remember the last one.
+	var lastKey [2]string
+	lastCnt, lastOK, cached := 0, false, false
+	isConfigured := func(p PartitionID) bool {
+		if k := [2]string{p.Domain, p.TaskList}; !cached || k != lastKey {
+			lastKey, cached = k, true
+			lastCnt, lastOK = configured[k]
+		}
+		return lastOK && p.Partition >= 0 && p.Partition < lastCnt
+	}
+
+	// The allocator sees rows owned by dead incarnations as unowned.
+	current := make([]Assignment, 0, len(c.rows))
+	for _, a := range c.rows {
+		if (a.State == Assigned || a.State == Releasing) && !liveOwner(a) {
+			a = Assignment{Partition: a.Partition, State: Unassigned, Target: a.Target, Generation: a.Generation, Revision: a.Revision}
+		}
+		current = append(current, a)
+	}
+	plan := n.plan(PlanInput{
+		TaskLists:            c.lists,
+		Workers:              workers,
+		Current:              current,
+		MaxInFlight:          n.cfg.MaxInFlight,
+		MaxInFlightPerWorker: n.cfg.MaxInFlightPerWorker,
+	})
+
+	// At most one change per row; slot i is the change to c.rows[i] (Kind 0: none), so
+	// the batch comes out sorted by partition without a sort.
+	slot := make([]Change, len(c.rows))
+	nchanges := 0
+	put := func(i int, ch Change) {
+		if slot[i].Kind == 0 {
+			slot[i] = ch
+			nchanges++
+		}
+	}
+	for _, m := range plan.Assign {
+		i, ok := c.rowIndex[m.Partition]
+		nd, live := alive[m.To]
+		if !ok || !live || liveOwner(c.rows[i]) || c.rows[i].State == Deleted {
+			continue // no row to write, a vanished target, or a live owner: not ours to take
+		}
+		put(i, Change{Kind: ChangeAssign, Partition: m.Partition, Revision: c.rows[i].Revision, Owner: m.To, Incarnation: nd.Incarnation})
+	}
+	for _, m := range plan.Release {
+		i, ok := c.rowIndex[m.Partition]
+		if !ok || c.rows[i].State != Assigned || !liveOwner(c.rows[i]) {
+			continue
+		}
+		put(i, Change{Kind: ChangeRelease, Partition: m.Partition, Revision: c.rows[i].Revision, Target: m.To})
+	}
+	for i, a := range c.rows {
+		switch {
+		case !isConfigured(a.Partition):
+			switch {
+			case a.State == Deleted:
+			case a.State == Assigned && liveOwner(a):
+				put(i, Change{Kind: ChangeRelease, Partition: a.Partition, Revision: a.Revision})
+			case a.State == Releasing && liveOwner(a):
+				// wait for the owner's acknowledgement
+			default:
+				put(i, Change{Kind: ChangeDelete, Partition: a.Partition, Revision: a.Revision})
+			}
+		case (a.State == Assigned || a.State == Releasing) && !liveOwner(a):
+			// The owner is dead: its own liveness timer has stopped it, no ack is awaited.
+			// If the allocator did not reassign it just now, clear the owner.
+			put(i, Change{Kind: ChangeUnassign, Partition: a.Partition, Revision: a.Revision})
+		case a.State == Releasing && n.cfg.flaws.Has(flaw.NodeAssignBeforeAck):
+			if nd, ok := alive[a.Target]; ok && a.Target != a.Owner {
+				put(i, Change{Kind: ChangeAssign, Partition: a.Partition, Revision: a.Revision, Owner: a.Target, Incarnation: nd.Incarnation})
+			}
+		}
+	}
+	if len(dead) == 0 && nchanges == 0 {
+		return
+	}
+	b := Batch{
+		Fence:     Fence{Key: n.cfg.LeaseKey, Epoch: c.epoch},
+		Dead:      dead,
+		DeadAfter: n.cfg.DeadAfter,
+		Changes:   make([]Change, 0, nchanges),
+	}
+	for _, ch := range slot {
+		if ch.Kind != 0 {
+			b.Changes = append(b.Changes, ch)
+		}
+	}
+	c.applyInFlight = true
+	n.send(&pendingReq{kind: rkApply, batch: &b}, OpApply{Batch: b})
+}
+
+func (n *Node) onApply(p *pendingReq, v any, err error) {
+	c := &n.c
+	if !c.coord || p.term != c.term {
+		return
+	}
+	c.applyInFlight = false
+	if _, ok := replyAs[ApplyReply](v); err != nil || !ok {
+		n.event("apply_failed", errString(err))
+		if isErr(err, ErrFenced) && !n.cfg.flaws.Has(flaw.NodeNoStepDownOnFence) {
+			n.stepDown("fenced")
+			return
+		}
+		// Conflict, timeout, unavailable: the write may or may not have happened. Re-read
+		// everything and plan again; never repeat blindly.
+		c.needFull = true
+		return
+	}
+	b := p.batch
+	var counts [5]int
+	for _, ch := range b.Changes {
+		if int(ch.Kind) < len(counts) {
+			counts[ch.Kind]++
+		}
+	}
+	for _, d := range b.Dead {
+		n.emit(Event{Kind: "declared_dead", Epoch: c.epoch, Node: d.ID, Detail: fmt.Sprintf("incarnation %d", d.Incarnation)})
+	}
+	n.event("applied", fmt.Sprintf("dead=%d assign=%d release=%d unassign=%d delete=%d",
+		len(b.Dead), counts[ChangeAssign], counts[ChangeRelease], counts[ChangeUnassign], counts[ChangeDelete]))
+	// Follow up at once: the next read sees our own changes (and any ack) sooner.
+	c.tickNext = n.now
+}
+
+// plan calls the allocator, with the allocator's own flaws (if a test set any).
+func (n *Node) plan(in PlanInput) Plan { return planWithFlaws(in, n.cfg.flaws) }
