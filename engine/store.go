@@ -16,18 +16,32 @@ import (
 //     whose outcome is unknown (treat as ErrUnavailable: re-read, never repeat blindly).
 //   - Bad input returns a *ValidationError and changes nothing.
 //   - Methods honour ctx's deadline.
+//   - Validation (beyond ValidateName/ValidateNodeSpec/ValidateTaskList): ttl > 0,
+//     epochs ≥ 1, incarnations ≥ 1, partitions 0..MaxPartitions-1. Field names:
+//     lease.key, lease.owner, lease.ttl, lease.epoch, node.id, node.incarnation,
+//     node.capacity, node.labels…, tasklist.…, batch.fence.key, batch.fence.epoch,
+//     batch.dead_after (> 0 when Dead is not empty), batch.dead[i].id|incarnation,
+//     batch.changes[i].partition…|kind|owner|incarnation|target, ack.partition…,
+//     ack.node, ack.incarnation.
+//   - Revisions: the store revision grows by exactly one per changed assignment row
+//     (rows changed by one call get consecutive revisions: in partition order for
+//     PutTaskList, in batch order for Apply). Node and lease changes do not move it.
+//   - Expiry: a lease is held while now < ExpiresAt (see Lease.HeldAt); a node is
+//     older than dead_after when now − LastHeartbeat > dead_after (strictly).
 type Store interface {
 	// AcquireLease: if the lease is free, released, deletable or expired, owner takes it
 	// and the epoch grows by one; if owner already holds it, it is renewed and the epoch
 	// is unchanged; if another owner holds it: *LeaseHeldError. A lease row that never
-	// existed is created with epoch 1.
+	// existed is created with epoch 1. An expired lease taken back by its previous owner
+	// also gets epoch+1: that is a new tenure (the owner's own timer ended the old one).
 	AcquireLease(ctx context.Context, key, owner string, ttl time.Duration) (LeaseReply, error)
 	// RenewLease extends the lease to now+ttl only if owner and epoch match and it has
-	// not expired; otherwise ErrLeaseLost.
+	// not expired; otherwise ErrLeaseLost (also for a lease that never existed). ttl may
+	// be shorter than the previous one.
 	RenewLease(ctx context.Context, key, owner string, epoch uint64, ttl time.Duration) (LeaseReply, error)
 	// ReleaseLease frees the lease at once (status inactive) if owner and epoch match and
 	// it has not expired; otherwise ErrLeaseLost. The epoch is kept: the next acquirer
-	// gets epoch+1.
+	// gets epoch+1. The released row has no Owner.
 	ReleaseLease(ctx context.Context, key, owner string, epoch uint64) (LeaseReply, error)
 	// ReadLease returns the lease row, or ErrNotFound if it never existed.
 	ReadLease(ctx context.Context, key string) (LeaseReply, error)
@@ -35,16 +49,29 @@ type Store interface {
 	// RegisterNode creates or replaces the node's row with a new incarnation (greater
 	// than any incarnation the id had before), alive, not draining, heartbeat now. Any
 	// older incarnation becomes dead: its heartbeats are refused and its assignments void.
+	// The new incarnation is exactly the previous one + 1 (1 for a new id). Draining is
+	// reset; capacity and labels are replaced by spec's.
 	RegisterNode(ctx context.Context, spec NodeSpec) (RegisterReply, error)
 	// Heartbeat records a heartbeat at store time for the incarnation, or ErrNodeDead if
 	// that incarnation is dead, replaced or deregistered (ErrNotFound: id unknown is also
 	// reported as ErrNodeDead, so that the caller re-registers). If the node's assignment
 	// revision differs from known, the reply carries the node's current assignments.
+	//
+	// The node's assignment revision is a per-node-id counter: +1 at every RegisterNode
+	// of the id, and +1 once per write call (Apply, AckRelease) that changes at least one
+	// row whose Owner is the id before or after the call (any incarnation). So the first
+	// heartbeat of a new incarnation always gets Changed (with its, empty, list), and a
+	// node that keeps its known value learns of every change to its rows.
 	Heartbeat(ctx context.Context, id string, incarnation uint64, known uint64) (HeartbeatReply, error)
-	// DeregisterNode marks the incarnation dead at once (graceful leave).
+	// DeregisterNode marks the incarnation dead at once (graceful leave). Deregistering
+	// an incarnation that is already dead or replaced succeeds and changes nothing (so a
+	// retry after a lost reply is safe); ErrNotFound if the id is unknown or the
+	// incarnation was never issued. The node's rows are left for the coordinator.
 	DeregisterNode(ctx context.Context, id string, incarnation uint64) (Reply, error)
 	// UpdateNode changes a node's draining flag, capacity or labels (nil fields are left
-	// as they are). Operator and self-service; not fenced.
+	// as they are). Operator and self-service; not fenced. It applies to the id's row
+	// whatever its status (it neither revives nor counts as a heartbeat); ErrNotFound if
+	// the id is unknown.
 	UpdateNode(ctx context.Context, id string, u NodeUpdate) (Reply, error)
 	// ListNodes returns every registered node (alive and dead), sorted by id.
 	ListNodes(ctx context.Context) (NodesReply, error)
@@ -53,6 +80,8 @@ type Store interface {
 	// sure every configured partition has an assignment row (new rows Unassigned; a
 	// Deleted tombstone comes back Unassigned with its generation kept). Rows of
 	// partitions beyond a smaller count are left for the coordinator to release.
+	// Putting an unchanged task list changes nothing. A revived tombstone keeps its
+	// Generation and Epoch; its Target is cleared.
 	PutTaskList(ctx context.Context, tl TaskList) (Reply, error)
 	// DeleteTaskList removes the task list's configuration; its rows are left for the
 	// coordinator to release and mark Deleted. ErrNotFound if it does not exist.
@@ -70,11 +99,34 @@ type Store interface {
 	// epoch in the same transaction (ErrFenced if it is not the current, unexpired epoch
 	// of Fence.Key). Preconditions (row revisions, dead nodes' heartbeat age) failing:
 	// ErrConflict. Nothing is written on any error.
+	//
+	// Checks, in this order (the first failure is returned): validation (ErrInvalid; a
+	// partition may appear once per batch, a node once in Dead); the fence (ErrFenced:
+	// the lease must exist, be active, unexpired, at exactly Fence.Epoch; who holds it
+	// does not matter); every changed row's Epoch ≤ Fence.Epoch (ErrFenced: a row
+	// written by a later tenure); Dead (ErrConflict if the id is unknown, the incarnation
+	// was never issued, or a live one's heartbeat is not older than DeadAfter; an
+	// incarnation already dead or replaced is skipped, so retries succeed); then each
+	// change (ErrConflict if there is no row or Revision differs, or its precondition
+	// fails). "Live owner" means the row is Assigned/Releasing and (Owner, Incarnation)
+	// is the id's current incarnation, alive, and not in this batch's Dead.
+	//   - assign: row Unassigned, or Assigned/Releasing with a non-live owner; the
+	//     partition is configured; (Owner, Incarnation) is live. Target is cleared.
+	//   - release: row Assigned with a live owner. Target may be empty (shrink, delete).
+	//   - unassign: row Assigned/Releasing with a non-live owner. Owner and Incarnation
+	//     are cleared, Generation and Target kept.
+	//   - delete: row not Deleted, no live owner, partition not configured. Owner,
+	//     Incarnation and Target are cleared, Generation kept.
+	// Every written row records Epoch = Fence.Epoch. An empty batch is a pure fence check.
 	Apply(ctx context.Context, b Batch) (ApplyReply, error)
 	// AckRelease is a worker's acknowledgement that it stopped a Releasing partition:
 	// the row must be Releasing, owned by (node, incarnation) at generation; it becomes
 	// Unassigned (Target kept). ErrConflict if the row does not match; ErrNodeDead if the
 	// incarnation is dead (its ownership is void already).
+	// Order: ErrNodeDead (also for an unknown id or a replaced incarnation), then
+	// ErrNotFound (no row for the partition), then ErrConflict. Owner and Incarnation are
+	// cleared; Generation and Epoch (the last fenced write's) are kept. A repeated ack
+	// gets ErrConflict.
 	AckRelease(ctx context.Context, a Ack) (Reply, error)
 }
 
