@@ -692,7 +692,8 @@ func (s *Store) Apply(ctx context.Context, b engine.Batch) (engine.ApplyReply, e
 		n.Epoch = b.Fence.Epoch
 		switch c.Kind {
 		case engine.ChangeAssign:
-			if !(r.State == engine.Unassigned || ((r.State == engine.Assigned || r.State == engine.Releasing) && !ownerLive)) {
+			handoffSkipped := r.State == engine.Releasing && s.flaws.Has(flaw.StoreAssignWhileReleasing)
+			if !(r.State == engine.Unassigned || ((r.State == engine.Assigned || r.State == engine.Releasing) && !ownerLive) || handoffSkipped) {
 				return engine.ApplyReply{}, errf(engine.ErrConflict, "assign %s: row is %s by %s/%d", c.Partition, r.State, r.Owner, r.Incarnation)
 			}
 			if !s.configured(c.Partition) {

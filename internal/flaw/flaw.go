@@ -30,6 +30,11 @@ const (
 	AllocUnsortedTieBreak
 	// NodeNoStepDownOnFence: the coordinator keeps believing it leads after ErrFenced. (S1)
 	NodeNoStepDownOnFence
+	// StoreAssignWhileReleasing: the store lets a Releasing row be assigned to a new
+	// owner while the old one is alive and has not acknowledged. The store's check is
+	// the second line of defence behind the coordinator's, so the teeth test for
+	// NodeAssignBeforeAck switches both off. (S3)
+	StoreAssignWhileReleasing
 )
 
 // Has reports whether every flaw of f is in s.
