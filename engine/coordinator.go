@@ -37,8 +37,10 @@ type coordinator struct {
 	rows     []Assignment
 	rowIndex map[PartitionID]int
 	rev      uint64
-	nodes    []NodeInfo
-	lists    []TaskList
+	// releasing counts cached rows in state Releasing: handoffs waiting for an ack.
+	releasing int
+	nodes     []NodeInfo
+	lists     []TaskList
 
 	// What the last plan was made from; planning is skipped when nothing changed.
 	planned   bool
@@ -55,7 +57,21 @@ type liveNode struct {
 	draining    bool
 }
 
-// retryDelay is RetryPeriod ± RetryJitter, drawn from the node's own PRNG.
+// heldPollDelay decides, from the store's clock, when a standby polls a lease that
+// another node holds for another left. The lease can only fall free at its expiry (or
+// earlier by a graceful release), so polling every RetryPeriod would mostly ask a question
+// whose answer is known: the standby polls just after the expiry instead, with a little
+// jitter so standbys do not all arrive at once, but at least every LeaseTTL/2 so a graceful
+// release is noticed within half a lease. A live coordinator renews before the expiry, so
+// each standby costs the store about one statement per LeaseTTL − RenewInterval, not one
+// per RetryPeriod; a crashed one is replaced moments after its lease runs out.
+func (n *Node) heldPollDelay(left time.Duration) time.Duration {
+	jitter := time.Duration(n.rng.Float64() * n.cfg.RetryJitter * float64(n.cfg.RetryPeriod) / 4)
+	return min(max(left, 0), n.cfg.LeaseTTL/2) + time.Millisecond + jitter
+}
+
+// retryDelay is RetryPeriod ± RetryJitter, drawn from the node's own PRNG: the poll
+// period while the lease is free or its state unknown (errors, timeouts).
 func (n *Node) retryDelay() time.Duration {
 	j := (2*n.rng.Float64() - 1) * n.cfg.RetryJitter
 	return time.Duration(float64(n.cfg.RetryPeriod) * (1 + j))
@@ -79,13 +95,24 @@ func (n *Node) coordinatorTimers() {
 	}
 	if !c.readInFlight && !c.applyInFlight && !n.now.Before(c.tickNext) {
 		c.readInFlight = true
-		c.tickNext = n.now.Add(n.cfg.Tick)
+		c.tickNext = n.now.Add(n.tickInterval())
 		since := c.rev
 		if c.needFull {
 			since = 0
 		}
 		n.send(&pendingReq{kind: rkReadState, full: since == 0}, OpReadState{Since: since})
 	}
+}
+
+// tickInterval is Tick, or a fifth of it while handoffs are waiting for acknowledgements:
+// a released partition is processed by nobody from the old owner's ack until the
+// coordinator's next read sees it, so during a handoff the coordinator looks more often.
+// The extra reads happen only while partitions move; steady state keeps one read per Tick.
+func (n *Node) tickInterval() time.Duration {
+	if n.c.releasing > 0 {
+		return n.cfg.Tick / 5
+	}
+	return n.cfg.Tick
 }
 
 func (n *Node) coordinatorWake(add func(time.Time)) {
@@ -126,11 +153,7 @@ func (n *Node) onAcquire(p *pendingReq, v any, err error) {
 	if err != nil || !ok {
 		var held *LeaseHeldError
 		if errors.As(err, &held) {
-			// Decide from the store's clock: if the lease ends before our next poll, poll
-			// just after it ends instead.
-			if left := held.ExpiresAt.Sub(held.Now); left < delay {
-				delay = max(left, 0) + time.Millisecond
-			}
+			delay = n.heldPollDelay(held.ExpiresAt.Sub(held.Now))
 		}
 		c.pollNext = n.now.Add(delay)
 		return
@@ -200,7 +223,7 @@ func (n *Node) stepDown(reason string) {
 	c.term++
 	n.dropPending(func(p *pendingReq) bool { return p.kind.coordinator() && p.kind != rkAcquire })
 	c.renewInFlight, c.readInFlight, c.applyInFlight = false, false, false
-	c.rows, c.rowIndex, c.rev, c.nodes, c.lists = nil, nil, 0, nil, nil
+	c.rows, c.rowIndex, c.rev, c.nodes, c.lists, c.releasing = nil, nil, 0, nil, nil, 0
 	c.planned, c.lastLive, c.lastLists = false, nil, nil
 	c.leaseUntil = time.Time{}
 	c.pollNext = n.now.Add(n.retryDelay())
@@ -240,8 +263,12 @@ func (n *Node) mergeState(full bool, r StateReply) bool {
 		}
 		c.rows = slices.CompactFunc(c.rows, func(a, b Assignment) bool { return a.Partition == b.Partition })
 		c.rowIndex = make(map[PartitionID]int, len(c.rows))
+		c.releasing = 0
 		for i, a := range c.rows {
 			c.rowIndex[a.Partition] = i
+			if a.State == Releasing {
+				c.releasing++
+			}
 		}
 		return true
 	}
@@ -249,10 +276,12 @@ func (n *Node) mergeState(full bool, r StateReply) bool {
 	for _, a := range r.Assignments {
 		if i, ok := c.rowIndex[a.Partition]; ok {
 			if a.Revision >= c.rows[i].Revision {
+				c.releasing += releasingDelta(c.rows[i], a)
 				c.rows[i] = a
 			}
 			continue
 		}
+		c.releasing += releasingDelta(Assignment{}, a)
 		c.rows = append(c.rows, a)
 		c.rowIndex[a.Partition] = len(c.rows) - 1
 		inserted = true
@@ -264,6 +293,18 @@ func (n *Node) mergeState(full bool, r StateReply) bool {
 		}
 	}
 	return len(r.Assignments) > 0
+}
+
+// releasingDelta is how the count of Releasing rows changes when row old becomes row new.
+func releasingDelta(old, new Assignment) int {
+	d := 0
+	if old.State == Releasing {
+		d--
+	}
+	if new.State == Releasing {
+		d++
+	}
+	return d
 }
 
 // planAndApply is the coordinator's decision for one tick: which nodes to declare dead

@@ -723,8 +723,7 @@ func TestNodeRetryJitterDeterministic(t *testing.T) {
 		var out []time.Duration
 		for range 20 {
 			id, _ := req[engine.OpAcquireLease](s)
-			held := &engine.LeaseHeldError{Key: "coordinator", Holder: "x", Epoch: 1, Now: t0.Add(s.now), ExpiresAt: t0.Add(s.now + time.Hour)}
-			s.reply(s.now+10*ms, id, nil, held)
+			s.reply(s.now+10*ms, id, nil, engine.ErrUnavailable)
 			w := s.wake()
 			out = append(out, w-s.now)
 			s.tick(w)
@@ -758,11 +757,30 @@ func TestNodePollsWhenLeaseEnds(t *testing.T) {
 	id, _ := req[engine.OpAcquireLease](s)
 	held := &engine.LeaseHeldError{Key: "coordinator", Holder: "x", Epoch: 1, Now: t0.Add(5 * ms), ExpiresAt: t0.Add(305 * ms)}
 	s.reply(10*ms, id, nil, held)
-	if w := s.wake(); w != 10*ms+301*ms {
-		t.Errorf("next poll at %v, want 311ms (store says 300ms left)", w)
+	// 300ms left by store time, +1ms, + jitter below RetryJitter·RetryPeriod/4 (50ms).
+	if w := s.wake(); w < 10*ms+301*ms || w >= 10*ms+351*ms {
+		t.Errorf("next poll at %v, want in [311ms, 361ms) (store says 300ms left)", w)
 	}
 	if s.n.State().Coordinator {
 		t.Error("coordinator without a grant")
+	}
+}
+
+// A standby does not poll a lease that is held for long more often than every
+// LeaseTTL/2: polling a held lease every RetryPeriod would cost every standby one
+// statement per second for an answer the store already gave.
+func TestNodePollsHeldLeaseRarely(t *testing.T) {
+	s := newScript(t, engine.Config{NoWork: true}, 1, 0)
+	s.tick(0)
+	for range 5 {
+		id, _ := req[engine.OpAcquireLease](s)
+		held := &engine.LeaseHeldError{Key: "coordinator", Holder: "x", Epoch: 1, Now: t0.Add(s.now), ExpiresAt: t0.Add(s.now + time.Hour)}
+		s.reply(s.now+10*ms, id, nil, held)
+		w := s.wake()
+		if d := w - s.now; d < 3*time.Second || d > 3*time.Second+51*ms {
+			t.Fatalf("held lease polled again after %v, want LeaseTTL/2 (3s) + jitter ≤ 50ms", d)
+		}
+		s.tick(w)
 	}
 }
 
