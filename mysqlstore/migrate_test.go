@@ -1,0 +1,116 @@
+package mysqlstore_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/helixcoord/helix/mysqlstore"
+	"github.com/helixcoord/helix/mysqlstore/mysqltest"
+)
+
+func TestMigrateIdempotent(t *testing.T) {
+	dsn := mysqltest.DSN(t)
+	db, _, err := mysqlstore.OpenDB(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	if _, err := mysqlstore.Open(ctx, dsn, mysqlstore.Options{}); !errors.Is(err, mysqlstore.ErrSchemaOutdated) {
+		t.Fatalf("Open before migrating: %v, want ErrSchemaOutdated", err)
+	}
+	latest := mysqlstore.LatestVersion()
+	res, err := mysqlstore.Migrate(ctx, db)
+	if err != nil || res.From != 0 || res.To != latest || len(res.Applied) != latest {
+		t.Fatalf("first Migrate: %+v, %v", res, err)
+	}
+	res, err = mysqlstore.Migrate(ctx, db)
+	if err != nil || res.From != latest || len(res.Applied) != 0 {
+		t.Fatalf("second Migrate: %+v, %v; want nothing applied", res, err)
+	}
+	var tables int
+	if err := db.QueryRow("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name LIKE 'helix\\_%'").Scan(&tables); err != nil {
+		t.Fatal(err)
+	}
+	if tables != 6 {
+		t.Fatalf("%d helix_ tables, want 6", tables)
+	}
+	s, err := mysqlstore.Open(ctx, dsn, mysqlstore.Options{})
+	if err != nil {
+		t.Fatalf("Open after migrating: %v", err)
+	}
+	s.Close()
+}
+
+func TestMigrateConcurrent(t *testing.T) {
+	dsn := mysqltest.DSN(t)
+	const hosts = 6
+	var wg sync.WaitGroup
+	results := make([]mysqlstore.MigrateResult, hosts)
+	errs := make([]error, hosts)
+	for i := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			db, _, err := mysqlstore.OpenDB(dsn) // one pool each: separate sessions, like hosts
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer db.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+			defer cancel()
+			results[i], errs[i] = mysqlstore.Migrate(ctx, db)
+		}()
+	}
+	wg.Wait()
+	applied := 0
+	for i := range hosts {
+		if errs[i] != nil {
+			t.Fatalf("host %d: %v", i, errs[i])
+		}
+		applied += len(results[i].Applied)
+		if results[i].To != mysqlstore.LatestVersion() {
+			t.Errorf("host %d ended at version %d", i, results[i].To)
+		}
+	}
+	if applied != mysqlstore.LatestVersion() {
+		t.Fatalf("%d migrations applied in total by %d hosts, want each exactly once (%d)", applied, hosts, mysqlstore.LatestVersion())
+	}
+}
+
+func TestMigrateRefusesNewerSchema(t *testing.T) {
+	dsn := migratedDSN(t)
+	db, _, err := mysqlstore.OpenDB(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	newer := mysqlstore.LatestVersion() + 1
+	if _, err := db.Exec("INSERT INTO helix_schema_migrations (version, name, applied_at) VALUES (?, 'from_the_future', UTC_TIMESTAMP(6))", newer); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	_, err = mysqlstore.Migrate(ctx, db)
+	if !errors.Is(err, mysqlstore.ErrSchemaTooNew) || !strings.Contains(err.Error(), "upgrade helix") {
+		t.Fatalf("Migrate on a newer schema: %v, want ErrSchemaTooNew telling to upgrade", err)
+	}
+	if _, err := mysqlstore.Open(ctx, dsn, mysqlstore.Options{}); !errors.Is(err, mysqlstore.ErrSchemaTooNew) {
+		t.Fatalf("Open on a newer schema: %v, want ErrSchemaTooNew", err)
+	}
+}
+
+func TestMigrateNeedsDatabase(t *testing.T) {
+	db, _, err := mysqlstore.OpenDB(mysqltest.ServerDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := mysqlstore.Migrate(context.Background(), db); err == nil || !strings.Contains(err.Error(), "names no database") {
+		t.Fatalf("Migrate without a database in the DSN: %v", err)
+	}
+}

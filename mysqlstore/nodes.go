@@ -1,0 +1,225 @@
+package mysqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/helixcoord/helix/engine"
+)
+
+// Labels are stored losslessly (a label value need not be UTF-8) as a sequence of
+// uvarint-length-prefixed key and value strings.
+func encodeLabels(ls []engine.Label) []byte {
+	var b []byte
+	for _, l := range ls {
+		b = binary.AppendUvarint(b, uint64(len(l.Key)))
+		b = append(b, l.Key...)
+		b = binary.AppendUvarint(b, uint64(len(l.Value)))
+		b = append(b, l.Value...)
+	}
+	if b == nil {
+		b = []byte{}
+	}
+	return b
+}
+
+func decodeLabels(b []byte) ([]engine.Label, error) {
+	var out []engine.Label
+	next := func() (string, error) {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || uint64(len(b)-k) < n {
+			return "", fmt.Errorf("corrupt labels column: %w", ErrSchema)
+		}
+		s := string(b[k : k+int(n)])
+		b = b[k+int(n):]
+		return s, nil
+	}
+	for len(b) > 0 {
+		k, err := next()
+		if err != nil {
+			return nil, err
+		}
+		v, err := next()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, engine.Label{Key: k, Value: v})
+	}
+	return out, nil
+}
+
+// RegisterNode implements engine.Store: the new incarnation is the previous + 1 (1 for a
+// new id); the row is replaced in place (rows are never deleted, so incarnations never
+// repeat) and the node's assignment revision grows, so its first heartbeat gets its
+// (empty) list whatever it passes as known.
+func (s *Store) RegisterNode(ctx context.Context, spec engine.NodeSpec) (engine.RegisterReply, error) {
+	if err := engine.ValidateNodeSpec(spec); err != nil {
+		return engine.RegisterReply{}, err
+	}
+	labels := encodeLabels(spec.Labels)
+	var reply engine.RegisterReply
+	err := s.inTx(ctx, "register", func(tx *sql.Tx) error {
+		var inc uint64
+		var nowV int64
+		start := time.Now()
+		err := tx.QueryRowContext(ctx, "SELECT incarnation, "+nowUS+" FROM helix_nodes WHERE cluster = ? AND id = ? FOR UPDATE", s.cluster, spec.ID).Scan(&inc, &nowV)
+		var now time.Time
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			if now, err = s.nowOn(ctx, tx); err != nil {
+				return err
+			}
+			_, err = tx.ExecContext(ctx, "INSERT INTO helix_nodes (cluster, id, incarnation, capacity, labels, draining, status, last_heartbeat, assign_rev) "+
+				"VALUES (?, ?, 1, ?, ?, 0, 0, ?, 1)", s.cluster, spec.ID, spec.Capacity, labels, now)
+			if isDup(err) {
+				return &retryNow{err}
+			}
+		case err != nil:
+			return err
+		default:
+			now = s.observe(nowV, start)
+			_, err = tx.ExecContext(ctx, "UPDATE helix_nodes SET incarnation = ?, capacity = ?, labels = ?, draining = 0, status = 0, "+
+				"last_heartbeat = ?, assign_rev = assign_rev + 1 WHERE cluster = ? AND id = ?", inc+1, spec.Capacity, labels, now, s.cluster, spec.ID)
+		}
+		reply = engine.RegisterReply{Reply: engine.Reply{Now: now}, Incarnation: inc + 1}
+		return err
+	}, func(ctx context.Context) (bool, error) {
+		// Nobody but us knows the new incarnation yet: seeing it means we committed.
+		var inc uint64
+		err := s.db.QueryRowContext(ctx, "SELECT incarnation FROM helix_nodes WHERE cluster = ? AND id = ?", s.cluster, spec.ID).Scan(&inc)
+		if errors.Is(err, sql.ErrNoRows) {
+			return false, nil
+		}
+		return err == nil && inc == reply.Incarnation, err
+	})
+	if err != nil {
+		return engine.RegisterReply{}, err
+	}
+	return reply, nil
+}
+
+// Heartbeat implements engine.Store. Steady state is one statement: a primary-key
+// UPDATE that matches only if the incarnation is alive and its assignment revision is
+// the caller's known one. Its reply's Now is the estimate described in the package doc
+// (the statement does not read the server clock back). Otherwise a second UPDATE
+// records the heartbeat if the incarnation is alive (else ErrNodeDead), and one SELECT
+// reads the node's revision, the server's clock and its rows consistently.
+func (s *Store) Heartbeat(ctx context.Context, id string, incarnation uint64, known uint64) (engine.HeartbeatReply, error) {
+	if err := firstErr(engine.ValidateName("node.id", id), validateIncarnation("node.incarnation", incarnation)); err != nil {
+		return engine.HeartbeatReply{}, err
+	}
+	n, err := s.exec(ctx, "UPDATE helix_nodes SET last_heartbeat = UTC_TIMESTAMP(6) "+
+		"WHERE cluster = ? AND id = ? AND incarnation = ? AND status = 0 AND assign_rev = ?", s.cluster, id, incarnation, known)
+	if err != nil {
+		return engine.HeartbeatReply{}, s.wrap("heartbeat", err)
+	}
+	if n == 1 {
+		return engine.HeartbeatReply{Reply: engine.Reply{Now: s.estimatedNow()}, AssignRevision: known}, nil
+	}
+	n, err = s.exec(ctx, "UPDATE helix_nodes SET last_heartbeat = UTC_TIMESTAMP(6) "+
+		"WHERE cluster = ? AND id = ? AND incarnation = ? AND status = 0", s.cluster, id, incarnation)
+	if err != nil {
+		return engine.HeartbeatReply{}, s.wrap("heartbeat", err)
+	}
+	if n == 0 {
+		return engine.HeartbeatReply{}, s.wrap("heartbeat", fmt.Errorf("heartbeat %s/%d: unknown, replaced, deregistered or declared dead: %w", id, incarnation, engine.ErrNodeDead))
+	}
+	st, err := s.readUnion(ctx, unionParts{nodeID: id, incarnation: incarnation})
+	if err != nil {
+		return engine.HeartbeatReply{}, s.wrap("heartbeat", err)
+	}
+	r := engine.HeartbeatReply{Reply: engine.Reply{Now: st.now}, AssignRevision: st.nodeRev}
+	if st.nodeRev != known {
+		r.Changed = true
+		r.Assignments = st.rows
+	}
+	return r, nil
+}
+
+// DeregisterNode implements engine.Store: idempotent; ErrNotFound if the id is unknown
+// or the incarnation was never issued.
+func (s *Store) DeregisterNode(ctx context.Context, id string, incarnation uint64) (engine.Reply, error) {
+	if err := firstErr(engine.ValidateName("node.id", id), validateIncarnation("node.incarnation", incarnation)); err != nil {
+		return engine.Reply{}, err
+	}
+	if _, err := s.exec(ctx, "UPDATE helix_nodes SET status = 1 WHERE cluster = ? AND id = ? AND incarnation = ? AND status = 0", s.cluster, id, incarnation); err != nil {
+		return engine.Reply{}, s.wrap("deregister", err)
+	}
+	var cur uint64
+	var nowV int64
+	start := time.Now()
+	err := s.queryRow(ctx, "SELECT incarnation, "+nowUS+" FROM helix_nodes WHERE cluster = ? AND id = ?", []any{s.cluster, id}, &cur, &nowV)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && incarnation > cur) {
+		return engine.Reply{}, s.wrap("deregister", fmt.Errorf("deregister %s/%d: %w", id, incarnation, engine.ErrNotFound))
+	}
+	if err != nil {
+		return engine.Reply{}, s.wrap("deregister", err)
+	}
+	return engine.Reply{Now: s.observe(nowV, start)}, nil
+}
+
+// UpdateNode implements engine.Store (whatever the node's status; ErrNotFound if the id
+// is unknown).
+func (s *Store) UpdateNode(ctx context.Context, id string, u engine.NodeUpdate) (engine.Reply, error) {
+	if err := engine.ValidateName("node.id", id); err != nil {
+		return engine.Reply{}, err
+	}
+	if u.Capacity != nil || u.Labels != nil {
+		spec := engine.NodeSpec{ID: id, Capacity: 1}
+		if u.Capacity != nil {
+			spec.Capacity = *u.Capacity
+		}
+		if u.Labels != nil {
+			spec.Labels = *u.Labels
+		}
+		if err := engine.ValidateNodeSpec(spec); err != nil {
+			return engine.Reply{}, err
+		}
+	}
+	sets := []string{"draining = draining"}
+	var args []any
+	if u.Draining != nil {
+		sets = append(sets, "draining = ?")
+		args = append(args, *u.Draining)
+	}
+	if u.Capacity != nil {
+		sets = append(sets, "capacity = ?")
+		args = append(args, *u.Capacity)
+	}
+	if u.Labels != nil {
+		sets = append(sets, "labels = ?")
+		args = append(args, encodeLabels(*u.Labels))
+	}
+	args = append(args, s.cluster, id)
+	n, err := s.exec(ctx, "UPDATE helix_nodes SET "+strings.Join(sets, ", ")+" WHERE cluster = ? AND id = ?", args...)
+	if err != nil {
+		return engine.Reply{}, s.wrap("update_node", err)
+	}
+	if n == 0 {
+		return engine.Reply{}, s.wrap("update_node", fmt.Errorf("update node %s: %w", id, engine.ErrNotFound))
+	}
+	now, err := s.serverNow(ctx)
+	if err != nil {
+		return engine.Reply{}, s.wrap("update_node", err)
+	}
+	return engine.Reply{Now: now}, nil
+}
+
+// ListNodes implements engine.Store: one SELECT.
+func (s *Store) ListNodes(ctx context.Context) (engine.NodesReply, error) {
+	st, err := s.readUnion(ctx, unionParts{nodes: true})
+	if err != nil {
+		return engine.NodesReply{}, s.wrap("list_nodes", err)
+	}
+	return engine.NodesReply{Reply: engine.Reply{Now: st.now}, Nodes: st.nodes}, nil
+}
+
+func sortNodes(ns []engine.NodeInfo) {
+	slices.SortFunc(ns, func(a, b engine.NodeInfo) int { return strings.Compare(a.ID, b.ID) })
+}
