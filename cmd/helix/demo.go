@@ -1,0 +1,35 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/helixcoord/helix"
+)
+
+// demoHandler is the handler of `helix node` and `helix dev`: it "processes" a partition
+// by counting batches every interval, and logs the start and the stop of each partition
+// with its generation (the fencing token). The stop line is written after processing
+// has ended, the start line before it begins, so the lines bound the processing: the
+// e2e suite checks from them that no partition was ever processed by two nodes at once.
+func demoHandler(log *slog.Logger, interval time.Duration) helix.Handler {
+	return helix.HandlerFunc(func(ctx context.Context, p helix.Partition) error {
+		log.Info("demo partition start", "event", "partition_start", "partition", p.ID.String(), "generation", p.Generation)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		batches := 0
+		for {
+			select {
+			case <-ctx.Done():
+				log.Info("demo partition stop", "event", "partition_stop", "partition", p.ID.String(),
+					"generation", p.Generation, "reason", helix.StopReason(ctx).String(), "batches", batches)
+				return nil
+			case <-t.C:
+				// A real handler would do one unit of work here, passing p.Generation
+				// along with its writes; and stop before ctx.Deadline() if a unit is long.
+				batches++
+			}
+		}
+	})
+}

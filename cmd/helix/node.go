@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/helixcoord/helix"
+	"github.com/helixcoord/helix/observe"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func init() {
+	register(&command{name: "node", summary: "run a production node (coordinator candidate and worker) on MySQL", run: runNode})
+}
+
+const nodeExamples = `  # A node with the default timings; the DSN from the environment:
+  HELIX_DSN='helix:secret@tcp(db:3306)/helix' helix node --id worker-1
+
+  # The DSN from a mounted secret, metrics on all interfaces, fast failover timings:
+  helix node --id worker-2 --dsn-file /run/secrets/helix-dsn --http :9464 --profile fast
+
+  # Everything from the environment (HELIX_ + the flag name):
+  HELIX_ID=worker-3 HELIX_DSN_FILE=/run/secrets/helix-dsn HELIX_LEASE_TTL=10s helix node
+
+SIGTERM (or Ctrl-C) drains the node: its partitions are handed off, the lease released
+if it holds it, and it exits 0.
+`
+
+func runNode(ctx context.Context, e *env, args []string) int {
+	fs := newFlagSet(e, "node", "helix node [flags]", nodeExamples)
+	var nf nodeFlags
+	var sf storeFlags
+	var lf logFlags
+	nf.register(fs, true)
+	sf.register(fs)
+	lf.register(fs, "json")
+	httpAddr := fs.String("http", "127.0.0.1:9464", "`address` of /metrics, /healthz, /readyz and /status (empty: off)")
+	work := fs.Duration("work-interval", 100*time.Millisecond, "the demo handler's batch interval")
+	pos, code, ok := parseFlags(e, fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) != 0 {
+		return badUsage(e, fs, "unexpected arguments %q", pos)
+	}
+	cfg, err := nf.config()
+	if err != nil {
+		return badUsage(e, fs, "%v", err)
+	}
+	log, err := lf.logger(e.stderr)
+	if err != nil {
+		return badUsage(e, fs, "%v", err)
+	}
+	store, err := sf.open(ctx, e)
+	if err != nil {
+		return fail(e, "node", err)
+	}
+	defer store.Close()
+
+	reg := prometheus.NewRegistry()
+	metrics := observe.New(reg)
+	node, err := helix.NewNode(cfg, store, demoHandler(log.With("node", cfg.NodeID), *work),
+		helix.WithLogger(log), helix.WithObserver(metrics), helix.WithStopTimeout(nf.stopTimeout))
+	if err != nil {
+		return fail(e, "node", err)
+	}
+	metrics.Watch(node)
+
+	httpCtx, stopHTTP := context.WithCancel(context.Background())
+	defer stopHTTP()
+	if *httpAddr != "" {
+		ep := observe.Endpoints{
+			Gatherer: reg,
+			Nodes:    func() []*helix.Node { return []*helix.Node{node} },
+			Cluster: func(ctx context.Context) (helix.ClusterStatus, error) {
+				return helix.ReadClusterStatus(ctx, store, cfg.LeaseKey)
+			},
+		}
+		addr, err := observe.Serve(httpCtx, *httpAddr, ep.Handler(), log)
+		if err != nil {
+			return fail(e, "node", err)
+		}
+		log.Info("http listening", "node", cfg.NodeID, "addr", addr.String(),
+			"status", fmt.Sprintf("http://%s/status", addr))
+	}
+	if err := node.Run(ctx); err != nil {
+		return fail(e, "node", err)
+	}
+	return 0
+}
