@@ -1,0 +1,249 @@
+package bench
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/helixcoord/helix/engine"
+)
+
+// Allocator benchmarks: plan time and allocations per size (partitions × workers), each
+// from scratch, after one worker joins and after one leaves a settled cluster. Task lists
+// have 100 partitions each (except where named otherwise), so at 10,000 workers most
+// workers get 0 or 1 partition of a task list: the shape where balancing each task list
+// alone would pile every remainder on the same workers.
+//
+// Custom metrics: moves/op (partitions that change owner), moves/min (moves ÷ the fewest
+// any balanced, sticky plan needs; 1 is optimal) and spread (max − min over workers of
+// partitions ÷ capacity, cluster-wide).
+
+type allocSize struct {
+	name       string
+	partitions int // total
+	perList    int // partitions per task list
+	workers    int
+}
+
+var allocSizes = []allocSize{
+	{"1kx10", 1_000, 100, 10},
+	{"10kx100", 10_000, 100, 100},
+	{"100kx1k", 100_000, 100, 1_000},
+	{"100kx10k", 100_000, 100, 10_000},
+	{"1Mx10k", 1_000_000, 100, 10_000},
+	{"1000tl_x100_x500", 100_000, 100, 500},
+}
+
+func workerID(i int) string { return fmt.Sprintf("worker-%05d", i) }
+
+func allocCluster(s allocSize) engine.PlanInput {
+	var in engine.PlanInput
+	for i := 0; i < s.partitions/s.perList; i++ {
+		in.TaskLists = append(in.TaskLists, engine.TaskList{Domain: "bench", Name: fmt.Sprintf("tl-%05d", i), Partitions: s.perList})
+	}
+	for i := 0; i < s.workers; i++ {
+		in.Workers = append(in.Workers, engine.Worker{ID: workerID(i), Capacity: 1})
+	}
+	return in
+}
+
+// settle returns the rows of the settled assignment of in. Their strings are copies,
+// as rows read from a store are: sharing memory with the worker ids would let every
+// string comparison succeed on the pointer alone.
+func settle(in engine.PlanInput) []engine.Assignment {
+	p := engine.PlanAssignments(in)
+	rows := make([]engine.Assignment, len(p.Target))
+	for i, pl := range p.Target {
+		id := engine.PartitionID{Domain: strings.Clone(pl.Partition.Domain), TaskList: strings.Clone(pl.Partition.TaskList), Partition: pl.Partition.Partition}
+		rows[i] = engine.Assignment{Partition: id, Owner: strings.Clone(pl.Owner), State: engine.Assigned, Generation: 1}
+	}
+	return rows
+}
+
+// minMoves is the fewest moves any balanced, sticky plan needs, computed from the
+// formula rather than by the allocator: every partition without an eligible holder
+// moves, and per task list each worker gives up what it holds above its floor, less one
+// per extra (ceiling) slot that a worker holding above its floor can keep.
+func minMoves(in engine.PlanInput) int {
+	caps := map[string]int{}
+	capSum := 0
+	classes := map[int]int{} // capacity → number of eligible workers
+	for _, w := range in.Workers {
+		if !w.Draining {
+			caps[w.ID] = w.Capacity
+			capSum += w.Capacity
+			classes[w.Capacity]++
+		}
+	}
+	// held[offset of the task list + partition] is the eligible holder, "" if none.
+	offset := map[[2]string]int{}
+	n := 0
+	for _, t := range in.TaskLists {
+		offset[[2]string{t.Domain, t.Name}] = n
+		n += t.Partitions
+	}
+	held := make([]string, n)
+	for _, r := range in.Current {
+		if _, ok := caps[r.Owner]; ok && r.State == engine.Assigned {
+			held[offset[[2]string{r.Partition.Domain, r.Partition.TaskList}]+r.Partition.Partition] = r.Owner
+		}
+	}
+	total := 0
+	for _, t := range in.TaskLists {
+		off := offset[[2]string{t.Domain, t.Name}]
+		count := map[string]int{}
+		for k := 0; k < t.Partitions; k++ {
+			if h := held[off+k]; h != "" {
+				count[h]++
+			} else {
+				total++
+			}
+		}
+		extras := t.Partitions
+		for c, n := range classes {
+			extras -= n * (t.Partitions * c / capSum)
+		}
+		above := 0
+		for id, n := range count {
+			c := caps[id]
+			if floor := t.Partitions * c / capSum; n > floor {
+				total += n - floor
+				if t.Partitions*c%capSum != 0 {
+					above++
+				}
+			}
+		}
+		total -= min(extras, above)
+	}
+	return total
+}
+
+func benchPlan(b *testing.B, in engine.PlanInput) {
+	least := minMoves(in)
+	// Collect the setup's garbage now, so that the first timed plans do not pay for it.
+	runtime.GC()
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	var p engine.Plan
+	for i := 0; i < b.N; i++ {
+		p = engine.PlanAssignments(in)
+	}
+	cpu := cpuTime() - cpu0
+	b.StopTimer()
+	// The machine may be shared: the process's CPU time per op (all threads, so the
+	// garbage collector's share counts) is the number to hold against a one-core budget
+	// when the wall-clock ns/op is inflated by waiting for a core.
+	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/op")
+	ratio := 1.0
+	if least > 0 {
+		ratio = float64(len(p.Moves)) / float64(least)
+	} else if len(p.Moves) > 0 {
+		b.Fatalf("%d moves where none are needed", len(p.Moves))
+	}
+	b.ReportMetric(float64(len(p.Moves)), "moves/op")
+	b.ReportMetric(ratio, "moves/min")
+	b.ReportMetric(float64(p.Spread)/1000, "spread")
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func BenchmarkAlloc(b *testing.B) {
+	for _, s := range allocSizes {
+		b.Run(s.name+"/scratch", func(b *testing.B) {
+			benchPlan(b, allocCluster(s))
+		})
+		b.Run(s.name+"/join", func(b *testing.B) {
+			in := allocCluster(s)
+			in.Current = settle(in)
+			in.Workers = append(in.Workers, engine.Worker{ID: workerID(s.workers), Capacity: 1})
+			benchPlan(b, in)
+		})
+		b.Run(s.name+"/leave", func(b *testing.B) {
+			in := allocCluster(s)
+			in.Current = settle(in)
+			in.Workers = in.Workers[1:]
+			benchPlan(b, in)
+		})
+	}
+}
+
+// The benchmark inputs must mean what their names say: a settled cluster that a worker
+// joins or leaves, planned with the fewest moves. Checked at the smallest size, so that
+// `go test ./bench/` catches a broken benchmark without running it.
+func TestAllocBenchInputs(t *testing.T) {
+	s := allocSizes[0]
+	in := allocCluster(s)
+	if p := engine.PlanAssignments(in); len(p.Moves) != s.partitions || minMoves(in) != s.partitions {
+		t.Fatalf("scratch: %d moves, minimum %d; want %d", len(p.Moves), minMoves(in), s.partitions)
+	}
+	in.Current = settle(in)
+	if p := engine.PlanAssignments(in); len(p.Moves) != 0 || minMoves(in) != 0 {
+		t.Fatalf("settled: %d moves, minimum %d; want 0", len(p.Moves), minMoves(in))
+	}
+	join := in
+	join.Workers = append(join.Workers[:len(join.Workers):len(join.Workers)], engine.Worker{ID: workerID(s.workers), Capacity: 1})
+	// 100 per task list over 11 workers: the new one takes 9 of each of the 10 lists.
+	if p, m := engine.PlanAssignments(join), minMoves(join); len(p.Moves) != 90 || m != 90 {
+		t.Fatalf("join: %d moves, minimum %d; want 90", len(p.Moves), m)
+	}
+	leave := in
+	leave.Workers = in.Workers[1:]
+	if p, m := engine.PlanAssignments(leave), minMoves(leave); len(p.Moves) != 100 || m != 100 {
+		t.Fatalf("leave: %d moves, minimum %d; want the 100 of the worker that left", len(p.Moves), m)
+	}
+}
+
+// BenchmarkAllocFloor measures what any allocator with this API pays at a size, without
+// deciding anything: allocate and fill the Target slice, and look up every row's owner
+// in a map of worker ids. It shows how much of BenchmarkAlloc's time is the machine's
+// price for the output and the lookups.
+func BenchmarkAllocFloor(b *testing.B) {
+	for _, s := range []allocSize{allocSizes[3], allocSizes[4]} {
+		in := allocCluster(s)
+		in.Current = settle(in)
+		ids := make(map[string]int32, len(in.Workers))
+		for i, w := range in.Workers {
+			ids[w.ID] = int32(i)
+		}
+		b.Run(s.name+"/target", func(b *testing.B) {
+			runtime.GC()
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu0 := cpuTime()
+			for i := 0; i < b.N; i++ {
+				t := make([]engine.Placement, len(in.Current))
+				for k := range t {
+					p := &t[k]
+					p.Partition = in.Current[k].Partition
+					p.Owner = in.Workers[k%len(in.Workers)].ID
+				}
+			}
+			b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/1000/float64(b.N), "cpu-ms/op")
+		})
+		b.Run(s.name+"/lookups", func(b *testing.B) {
+			runtime.GC()
+			b.ResetTimer()
+			cpu0 := cpuTime()
+			var sum int64
+			for i := 0; i < b.N; i++ {
+				for k := range in.Current {
+					sum += int64(ids[in.Current[k].Owner])
+				}
+			}
+			b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/1000/float64(b.N), "cpu-ms/op")
+			if sum < 0 {
+				b.Fatal("impossible")
+			}
+		})
+	}
+}

@@ -1,0 +1,626 @@
+package engine
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/helixcoord/helix/internal/flaw"
+)
+
+// This file holds the allocator's table tests and the checker shared with the property
+// tests (alloc_prop_test.go). The checker recomputes every rule from the input on its
+// own, in the simplest way (maps, loops over every worker), so that it does not share
+// the allocator's shortcuts.
+
+func tl(d, n string, p int) TaskList { return TaskList{Domain: d, Name: n, Partitions: p} }
+
+func wk(id string, capacity int) Worker { return Worker{ID: id, Capacity: capacity} }
+
+func drainingWk(id string, capacity int) Worker {
+	return Worker{ID: id, Capacity: capacity, Draining: true}
+}
+
+func pid(d, n string, k int) PartitionID { return PartitionID{Domain: d, TaskList: n, Partition: k} }
+
+func assigned(d, n string, k int, owner string) Assignment {
+	return Assignment{Partition: pid(d, n, k), Owner: owner, State: Assigned}
+}
+
+// refInput is the input as the contract says the allocator must read it.
+type refInput struct {
+	tls      []TaskList // sorted, deduplicated, partitions > 0
+	workers  map[string]Worker
+	ids      []string // sorted
+	eligible []string // sorted
+	capSum   int
+	rows     map[PartitionID]Assignment // configured partitions only, deduplicated
+}
+
+func normalize(in PlanInput) refInput {
+	r := refInput{workers: map[string]Worker{}, rows: map[PartitionID]Assignment{}}
+	for _, w := range in.Workers {
+		if w.Capacity < 1 {
+			w.Capacity = 1
+		}
+		old, ok := r.workers[w.ID]
+		if !ok || (old.Draining && !w.Draining) || (old.Draining == w.Draining && w.Capacity < old.Capacity) {
+			r.workers[w.ID] = w
+		}
+	}
+	for id, w := range r.workers {
+		r.ids = append(r.ids, id)
+		if !w.Draining {
+			r.eligible = append(r.eligible, id)
+			r.capSum += w.Capacity
+		}
+	}
+	slices.Sort(r.ids)
+	slices.Sort(r.eligible)
+	byName := map[[2]string]int{}
+	for _, t := range in.TaskLists {
+		if t.Partitions <= 0 {
+			continue
+		}
+		k := [2]string{t.Domain, t.Name}
+		if t.Partitions > byName[k] {
+			byName[k] = t.Partitions
+		}
+	}
+	for k, p := range byName {
+		r.tls = append(r.tls, TaskList{Domain: k[0], Name: k[1], Partitions: p})
+	}
+	slices.SortFunc(r.tls, func(x, y TaskList) int {
+		return ComparePartitions(pid(x.Domain, x.Name, 0), pid(y.Domain, y.Name, 0))
+	})
+	for _, row := range in.Current {
+		p := byName[[2]string{row.Partition.Domain, row.Partition.TaskList}]
+		if row.Partition.Partition < 0 || row.Partition.Partition >= p {
+			continue
+		}
+		old, ok := r.rows[row.Partition]
+		if !ok || rowLess(&row, &old) {
+			r.rows[row.Partition] = row
+		}
+	}
+	return r
+}
+
+func (r refInput) isEligible(id string) bool {
+	w, ok := r.workers[id]
+	return ok && id != "" && !w.Draining
+}
+
+func (r refInput) isLive(id string) bool {
+	_, ok := r.workers[id]
+	return ok && id != ""
+}
+
+// holder is who a partition's row counts for: its Assigned eligible owner, or the
+// eligible Target of a Releasing row; "" otherwise.
+func (r refInput) holder(p PartitionID) string {
+	row, ok := r.rows[p]
+	if !ok {
+		return ""
+	}
+	switch {
+	case row.State == Assigned && r.isEligible(row.Owner):
+		return row.Owner
+	case row.State == Releasing && r.isEligible(row.Target):
+		return row.Target
+	}
+	return ""
+}
+
+// currentOwner is the row's owner as Moves reports it.
+func (r refInput) currentOwner(p PartitionID) string {
+	row, ok := r.rows[p]
+	if ok && (row.State == Assigned || row.State == Releasing) {
+		return row.Owner
+	}
+	return ""
+}
+
+// minMoves is the fewest partitions that must leave a live eligible owner for a
+// balanced target: per task list and worker, what it holds above its floor, less one
+// for each extra (ceiling) slot that can go to a worker holding above its floor.
+func (r refInput) minMoves() int {
+	total := 0
+	for _, t := range r.tls {
+		held := map[string]int{}
+		for k := 0; k < t.Partitions; k++ {
+			if h := r.holder(pid(t.Domain, t.Name, k)); h != "" {
+				held[h]++
+			}
+		}
+		extras := t.Partitions
+		above, fracAbove := 0, 0
+		for _, id := range r.eligible {
+			w := r.workers[id]
+			floor := t.Partitions * w.Capacity / r.capSum
+			frac := t.Partitions*w.Capacity%r.capSum != 0
+			extras -= floor
+			if held[id] > floor {
+				above += held[id] - floor
+				if frac {
+					fracAbove++
+				}
+			}
+		}
+		total += above - min(extras, fracAbove)
+	}
+	return total
+}
+
+// modelCounts is the allocator's choice of counts, computed the slow and obvious way:
+// per task list in order, every eligible worker gets its floor; the extra slots go
+// first to workers holding more than their floor, then to the others, each time to the
+// fewest partitions per capacity so far (this task list's floor included), ties by id.
+func (r refInput) modelCounts() []map[string]int {
+	total := map[string]int{}
+	var out []map[string]int
+	for _, t := range r.tls {
+		held := map[string]int{}
+		for k := 0; k < t.Partitions; k++ {
+			if h := r.holder(pid(t.Domain, t.Name, k)); h != "" {
+				held[h]++
+			}
+		}
+		count := map[string]int{}
+		extras := t.Partitions
+		for _, id := range r.eligible {
+			count[id] = t.Partitions * r.workers[id].Capacity / r.capSum
+			extras -= count[id]
+			total[id] += count[id]
+		}
+		frac := func(id string) bool { return t.Partitions*r.workers[id].Capacity%r.capSum != 0 }
+		byLoad := func(ids []string) {
+			slices.SortStableFunc(ids, func(x, y string) int { // ids are in id order already
+				return total[x]*r.workers[y].Capacity - total[y]*r.workers[x].Capacity
+			})
+		}
+		var sticky, free []string
+		for _, id := range r.eligible {
+			switch {
+			case !frac(id):
+			case held[id] > count[id]:
+				sticky = append(sticky, id)
+			default:
+				free = append(free, id)
+			}
+		}
+		byLoad(sticky)
+		for len(sticky) > extras {
+			free = append(free, sticky[len(sticky)-1]) // not chosen; never needed below
+			sticky = sticky[:len(sticky)-1]
+		}
+		extras -= len(sticky)
+		byLoad(free)
+		chosen := append(sticky, free[:extras]...)
+		for _, id := range chosen {
+			count[id]++
+			total[id]++
+		}
+		out = append(out, count)
+	}
+	return out
+}
+
+// checkPlan verifies rules 1–3 and the throttle bounds of one plan, and that Moves,
+// Assign, Release and Spread say what the target implies.
+func checkPlan(in PlanInput, p Plan) error {
+	r := normalize(in)
+	n := 0
+	for _, t := range r.tls {
+		n += t.Partitions
+	}
+	if len(p.Target) != n {
+		return fmt.Errorf("target has %d placements, want %d", len(p.Target), n)
+	}
+	target := map[PartitionID]string{}
+	i := 0
+	for _, t := range r.tls {
+		for k := 0; k < t.Partitions; k++ {
+			pl := p.Target[i]
+			i++
+			if pl.Partition != pid(t.Domain, t.Name, k) {
+				return fmt.Errorf("target[%d] is %v, want %v (sorted, each once)", i-1, pl.Partition, pid(t.Domain, t.Name, k))
+			}
+			target[pl.Partition] = pl.Owner
+			// Rule 1: complete, and only to eligible workers.
+			if len(r.eligible) > 0 && !r.isEligible(pl.Owner) {
+				return fmt.Errorf("rule 1: %v goes to %q, not an eligible worker", pl.Partition, pl.Owner)
+			}
+			if len(r.eligible) == 0 && pl.Owner != "" {
+				return fmt.Errorf("rule 1: %v goes to %q with no eligible worker", pl.Partition, pl.Owner)
+			}
+		}
+	}
+	if len(r.eligible) == 0 {
+		if n > 0 && p.Reason == "" {
+			return fmt.Errorf("rule 1: no eligible worker but Reason is empty")
+		}
+	} else if p.Reason != "" {
+		return fmt.Errorf("Reason %q set with eligible workers", p.Reason)
+	}
+
+	// Rule 2: balanced per task list.
+	totals := map[string]int{}
+	for _, t := range r.tls {
+		got := map[string]int{}
+		for k := 0; k < t.Partitions; k++ {
+			got[target[pid(t.Domain, t.Name, k)]]++
+		}
+		for _, id := range r.eligible {
+			c := r.workers[id].Capacity
+			floor := t.Partitions * c / r.capSum
+			ceil := (t.Partitions*c + r.capSum - 1) / r.capSum
+			if got[id] != floor && got[id] != ceil {
+				return fmt.Errorf("rule 2: %s/%s: %s (capacity %d of %d) gets %d, want %d or %d", t.Domain, t.Name, id, c, r.capSum, got[id], floor, ceil)
+			}
+			totals[id] += got[id]
+		}
+	}
+
+	// Where rule 3 leaves freedom, the extras go to the fewest partitions per capacity so
+	// far, ties by id: the counts must be exactly those of the simple model.
+	if len(r.eligible) > 0 {
+		want := r.modelCounts()
+		for ti, t := range r.tls {
+			got := map[string]int{}
+			for k := 0; k < t.Partitions; k++ {
+				got[target[pid(t.Domain, t.Name, k)]]++
+			}
+			for _, id := range r.eligible {
+				if got[id] != want[ti][id] {
+					return fmt.Errorf("extras: %s/%s: %s gets %d, the model gives %d", t.Domain, t.Name, id, got[id], want[ti][id])
+				}
+			}
+		}
+	}
+
+	// Rule 3: sticky — exactly the minimum leaves a live eligible owner.
+	left := 0
+	for part, to := range target {
+		if h := r.holder(part); h != "" && h != to {
+			left++
+		}
+	}
+	if want := r.minMoves(); left != want {
+		return fmt.Errorf("rule 3: %d partitions leave a live eligible owner, minimum is %d", left, want)
+	}
+
+	// Moves, Assign, Release.
+	var wantMoves, wantAssign []Move
+	var candidates []Move
+	inflight, inflightW := 0, map[string]int{}
+	for _, row := range r.rows {
+		if row.State == Releasing && r.isLive(row.Owner) {
+			inflight++
+			inflightW[row.Owner]++
+		}
+	}
+	for _, pl := range p.Target {
+		from := r.currentOwner(pl.Partition)
+		if pl.Owner == "" || pl.Owner == from {
+			continue
+		}
+		m := Move{Partition: pl.Partition, From: from, To: pl.Owner}
+		wantMoves = append(wantMoves, m)
+		row := r.rows[pl.Partition]
+		switch {
+		case !r.isLive(from):
+			wantAssign = append(wantAssign, m)
+		case row.State == Assigned:
+			candidates = append(candidates, m)
+		}
+	}
+	if !slices.Equal(p.Moves, wantMoves) {
+		return fmt.Errorf("Moves = %v, want %v", p.Moves, wantMoves)
+	}
+	if !slices.Equal(p.Assign, wantAssign) {
+		return fmt.Errorf("Assign = %v, want %v", p.Assign, wantAssign)
+	}
+	if p.InFlight != inflight {
+		return fmt.Errorf("InFlight = %d, want %d", p.InFlight, inflight)
+	}
+	// Rule 6: Release is a sorted subset of the candidates within the throttle, and, as
+	// the throttle is work-conserving, as large as it allows.
+	ci := 0
+	relW := map[string]int{}
+	for _, m := range p.Release {
+		for ci < len(candidates) && candidates[ci] != m {
+			ci++
+		}
+		if ci == len(candidates) {
+			return fmt.Errorf("rule 6: release %v is not a pending move from a live Assigned owner (or not sorted)", m)
+		}
+		relW[m.From]++
+	}
+	roomW := func(id string) int {
+		if in.MaxInFlightPerWorker <= 0 {
+			return 1 << 30
+		}
+		return max(0, in.MaxInFlightPerWorker-inflightW[id])
+	}
+	room := 1 << 30
+	if in.MaxInFlight > 0 {
+		room = max(0, in.MaxInFlight-inflight)
+	}
+	if len(p.Release) > room {
+		return fmt.Errorf("rule 6: %d releases with %d in flight, MaxInFlight %d", len(p.Release), inflight, in.MaxInFlight)
+	}
+	possible := 0
+	candW := map[string]int{}
+	for _, m := range candidates {
+		candW[m.From]++
+	}
+	for id, c := range candW {
+		if relW[id] > roomW(id) {
+			return fmt.Errorf("rule 6: %d releases from %s with %d in flight, MaxInFlightPerWorker %d", relW[id], id, inflightW[id], in.MaxInFlightPerWorker)
+		}
+		possible += min(c, roomW(id))
+	}
+	if want := min(possible, room); len(p.Release) != want {
+		return fmt.Errorf("rule 6: %d releases started, the throttle allows %d", len(p.Release), want)
+	}
+
+	// Spread.
+	spread := 0
+	if len(r.eligible) > 0 {
+		lo, hi := 1<<62, -1
+		for _, id := range r.eligible {
+			v := totals[id] * 1000 / r.workers[id].Capacity
+			lo, hi = min(lo, v), max(hi, v)
+		}
+		spread = hi - lo
+	}
+	if p.Spread != spread {
+		return fmt.Errorf("Spread = %d, want %d", p.Spread, spread)
+	}
+	return nil
+}
+
+// owners maps worker id → partitions targeted to it.
+func owners(p Plan) map[string][]int {
+	m := map[string][]int{}
+	for _, pl := range p.Target {
+		m[pl.Owner] = append(m[pl.Owner], pl.Partition.Partition)
+	}
+	return m
+}
+
+// asCurrent turns a plan's target into the assignment rows of the settled state.
+func asCurrent(p Plan) []Assignment {
+	var rows []Assignment
+	for _, pl := range p.Target {
+		if pl.Owner != "" {
+			rows = append(rows, Assignment{Partition: pl.Partition, Owner: pl.Owner, State: Assigned})
+		}
+	}
+	return rows
+}
+
+func countOf(p Plan, id string) int { return len(owners(p)[id]) }
+
+func TestAllocTable(t *testing.T) {
+	three := []Worker{wk("a", 1), wk("b", 1), wk("c", 1)}
+	settled := PlanAssignments(PlanInput{TaskLists: []TaskList{tl("d", "t", 9)}, Workers: three})
+	cases := []struct {
+		name  string
+		in    PlanInput
+		check func(t *testing.T, p Plan)
+	}{
+		{"even split", PlanInput{TaskLists: []TaskList{tl("d", "t", 6)}, Workers: three}, func(t *testing.T, p Plan) {
+			for _, id := range []string{"a", "b", "c"} {
+				if countOf(p, id) != 2 {
+					t.Errorf("%s has %d, want 2", id, countOf(p, id))
+				}
+			}
+			if len(p.Assign) != 6 || len(p.Release) != 0 || p.Spread != 0 {
+				t.Errorf("assign %d release %d spread %d, want 6 0 0", len(p.Assign), len(p.Release), p.Spread)
+			}
+		}},
+		{"remainder", PlanInput{TaskLists: []TaskList{tl("d", "t", 7)}, Workers: three}, func(t *testing.T, p Plan) {
+			// The one extra goes to the first id on a tie.
+			if got := []int{countOf(p, "a"), countOf(p, "b"), countOf(p, "c")}; !slices.Equal(got, []int{3, 2, 2}) {
+				t.Errorf("counts %v, want [3 2 2]", got)
+			}
+			if p.Spread != 1000 {
+				t.Errorf("spread %d, want 1000", p.Spread)
+			}
+		}},
+		{"remainders spread over task lists", PlanInput{TaskLists: []TaskList{tl("d", "t1", 1), tl("d", "t2", 1), tl("d", "t3", 1)}, Workers: three}, func(t *testing.T, p Plan) {
+			for _, id := range []string{"a", "b", "c"} {
+				if countOf(p, id) != 1 {
+					t.Errorf("%s has %d partitions, want 1 (one worker must not get every task list's extra)", id, countOf(p, id))
+				}
+			}
+		}},
+		{"weighted remainders spread over task lists", PlanInput{TaskLists: []TaskList{tl("d", "t1", 1), tl("d", "t2", 1), tl("d", "t3", 1)}, Workers: []Worker{wk("a", 1), wk("b", 2)}}, func(t *testing.T, p Plan) {
+			if countOf(p, "a") != 1 || countOf(p, "b") != 2 || p.Spread != 0 {
+				t.Errorf("a has %d, b has %d, spread %d; want 1, 2, 0", countOf(p, "a"), countOf(p, "b"), p.Spread)
+			}
+		}},
+		{"more workers than partitions", PlanInput{TaskLists: []TaskList{tl("d", "t", 2)}, Workers: []Worker{wk("a", 1), wk("b", 1), wk("c", 1), wk("d", 1), wk("e", 1)}}, func(t *testing.T, p Plan) {
+			o := owners(p)
+			if len(o) != 2 || len(o["a"]) != 1 || len(o["b"]) != 1 {
+				t.Errorf("owners %v, want a and b one each", o)
+			}
+		}},
+		{"one worker", PlanInput{TaskLists: []TaskList{tl("d", "t", 5), tl("e", "u", 3)}, Workers: []Worker{wk("solo", 3)}}, func(t *testing.T, p Plan) {
+			if countOf(p, "solo") != 8 || p.Spread != 0 {
+				t.Errorf("solo has %d spread %d, want 8 and 0", countOf(p, "solo"), p.Spread)
+			}
+		}},
+		{"zero partitions", PlanInput{TaskLists: []TaskList{tl("d", "t", 0)}, Workers: three, Current: []Assignment{assigned("d", "t", 0, "a")}}, func(t *testing.T, p Plan) {
+			if len(p.Target)+len(p.Moves)+len(p.Assign)+len(p.Release) != 0 || p.Reason != "" {
+				t.Errorf("plan %+v, want empty", p)
+			}
+		}},
+		{"no task lists", PlanInput{Workers: three}, func(t *testing.T, p Plan) {
+			if len(p.Target) != 0 || p.Reason != "" {
+				t.Errorf("plan %+v, want empty", p)
+			}
+		}},
+		{"worker joins", PlanInput{TaskLists: []TaskList{tl("d", "t", 9)}, Workers: append(slices.Clone(three), wk("z", 1)), Current: asCurrent(settled)}, func(t *testing.T, p Plan) {
+			// 9 over 4 is 3,2,2,2: a keeps its 3 (tie by id), b and c give one each to z.
+			if len(p.Moves) != 2 || countOf(p, "z") != 2 {
+				t.Errorf("moves %v, z has %d; want 2 moves to z", p.Moves, countOf(p, "z"))
+			}
+			for _, m := range p.Moves {
+				if m.To != "z" {
+					t.Errorf("move %v not to the new worker", m)
+				}
+			}
+			if !slices.Equal(p.Moves, p.Release) || len(p.Assign) != 0 {
+				t.Errorf("release %v assign %v: every move is a release from a live owner", p.Release, p.Assign)
+			}
+		}},
+		{"worker leaves", PlanInput{TaskLists: []TaskList{tl("d", "t", 9)}, Workers: three[:2], Current: asCurrent(settled)}, func(t *testing.T, p Plan) {
+			if len(p.Moves) != 3 || len(p.Assign) != 3 || len(p.Release) != 0 {
+				t.Errorf("moves %v assign %v release %v: want c's 3 partitions assigned", p.Moves, p.Assign, p.Release)
+			}
+			for _, m := range p.Assign {
+				if m.From != "c" {
+					t.Errorf("assign %v: From should name the dead owner", m)
+				}
+			}
+		}},
+		{"drain", PlanInput{TaskLists: []TaskList{tl("d", "t", 9)}, Workers: []Worker{wk("a", 1), wk("b", 1), drainingWk("c", 1)}, Current: asCurrent(settled), MaxInFlight: 2}, func(t *testing.T, p Plan) {
+			if countOf(p, "c") != 0 || len(p.Moves) != 3 {
+				t.Errorf("c keeps %d, moves %v; want all 3 of c's moved", countOf(p, "c"), p.Moves)
+			}
+			if len(p.Release) != 2 || len(p.Assign) != 0 {
+				t.Errorf("release %v assign %v: want 2 throttled releases from c", p.Release, p.Assign)
+			}
+		}},
+		{"weights 1:2:3", PlanInput{TaskLists: []TaskList{tl("d", "t", 12)}, Workers: []Worker{wk("a", 1), wk("b", 2), wk("c", 3)}}, func(t *testing.T, p Plan) {
+			if got := []int{countOf(p, "a"), countOf(p, "b"), countOf(p, "c")}; !slices.Equal(got, []int{2, 4, 6}) {
+				t.Errorf("counts %v, want [2 4 6]", got)
+			}
+		}},
+		{"a partition mid-release", PlanInput{TaskLists: []TaskList{tl("d", "t", 4)}, Workers: []Worker{wk("a", 1), wk("b", 1)}, Current: []Assignment{
+			assigned("d", "t", 0, "a"), assigned("d", "t", 1, "a"), assigned("d", "t", 2, "a"),
+			{Partition: pid("d", "t", 3), Owner: "a", State: Releasing, Target: "b"},
+		}, MaxInFlight: 1}, func(t *testing.T, p Plan) {
+			// p3 counts for b, so one more moves to b, but the throttle is full.
+			if countOf(p, "b") != 2 || len(p.Release) != 0 || p.InFlight != 1 {
+				t.Errorf("b gets %d, release %v, in flight %d; want 2, none, 1", countOf(p, "b"), p.Release, p.InFlight)
+			}
+			if p.Target[3].Owner != "b" {
+				t.Errorf("the handoff in flight is redirected to %q", p.Target[3].Owner)
+			}
+		}},
+		{"acked release goes to its target", PlanInput{TaskLists: []TaskList{tl("d", "t", 4)}, Workers: []Worker{wk("a", 1), wk("b", 1)}, Current: []Assignment{
+			assigned("d", "t", 0, "b"), assigned("d", "t", 1, "a"), assigned("d", "t", 2, "a"),
+			{Partition: pid("d", "t", 3), State: Unassigned, Target: "b"},
+		}}, func(t *testing.T, p Plan) {
+			if len(p.Moves) != 1 || p.Moves[0] != (Move{Partition: pid("d", "t", 3), To: "b"}) {
+				t.Errorf("moves %v, want just p3 to b", p.Moves)
+			}
+		}},
+		{"acked releases go back to their own targets", PlanInput{TaskLists: []TaskList{tl("d", "t", 6)}, Workers: three, Current: []Assignment{
+			assigned("d", "t", 0, "a"), assigned("d", "t", 1, "a"), assigned("d", "t", 2, "b"), assigned("d", "t", 3, "c"),
+			{Partition: pid("d", "t", 4), State: Unassigned, Target: "c"},
+			{Partition: pid("d", "t", 5), State: Unassigned, Target: "b"},
+		}}, func(t *testing.T, p Plan) {
+			if p.Target[4].Owner != "c" || p.Target[5].Owner != "b" {
+				t.Errorf("p4 → %q, p5 → %q; want the hints c and b", p.Target[4].Owner, p.Target[5].Owner)
+			}
+		}},
+		{"an over-quota target gives up the handoff in flight, not a partition it runs", PlanInput{TaskLists: []TaskList{tl("d", "t", 4)}, Workers: []Worker{wk("a", 1), wk("b", 1)}, Current: []Assignment{
+			assigned("d", "t", 0, "a"), assigned("d", "t", 1, "b"), assigned("d", "t", 2, "b"),
+			{Partition: pid("d", "t", 3), Owner: "a", State: Releasing, Target: "b"},
+		}}, func(t *testing.T, p Plan) {
+			// b counts 3 (two running, one arriving) of a quota of 2: redirecting p3 back
+			// costs no extra handoff, moving p1 or p2 would.
+			if p.Target[1].Owner != "b" || p.Target[2].Owner != "b" || p.Target[3].Owner != "a" || len(p.Release) != 0 {
+				t.Errorf("target %v release %v; want p1, p2 kept by b and p3 redirected to a", p.Target, p.Release)
+			}
+		}},
+		{"no eligible workers", PlanInput{TaskLists: []TaskList{tl("d", "t", 3)}, Workers: []Worker{drainingWk("a", 1)}, Current: []Assignment{assigned("d", "t", 0, "a")}}, func(t *testing.T, p Plan) {
+			if p.Reason == "" || len(p.Moves)+len(p.Assign)+len(p.Release) != 0 || len(p.Target) != 3 {
+				t.Errorf("plan %+v: want 3 unowned placements, no moves, a Reason", p)
+			}
+			for _, pl := range p.Target {
+				if pl.Owner != "" {
+					t.Errorf("%v has owner %q", pl.Partition, pl.Owner)
+				}
+			}
+		}},
+		{"no workers at all", PlanInput{TaskLists: []TaskList{tl("d", "t", 2)}}, func(t *testing.T, p Plan) {
+			if !strings.Contains(p.Reason, "no eligible worker") {
+				t.Errorf("Reason %q", p.Reason)
+			}
+		}},
+		{"per-worker throttle", PlanInput{TaskLists: []TaskList{tl("d", "t", 8)}, Workers: []Worker{wk("a", 1), wk("b", 1), wk("c", 1), wk("e", 1)}, Current: []Assignment{
+			assigned("d", "t", 0, "a"), assigned("d", "t", 1, "a"), assigned("d", "t", 2, "a"), assigned("d", "t", 3, "a"),
+			assigned("d", "t", 4, "b"), assigned("d", "t", 5, "b"), assigned("d", "t", 6, "b"), assigned("d", "t", 7, "b"),
+		}, MaxInFlightPerWorker: 1}, func(t *testing.T, p Plan) {
+			if len(p.Moves) != 4 || len(p.Release) != 2 || p.Release[0].From != "a" || p.Release[1].From != "b" {
+				t.Errorf("moves %v release %v: want 4 moves, one release from each of a and b", p.Moves, p.Release)
+			}
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := PlanAssignments(c.in)
+			if err := checkPlan(c.in, p); err != nil {
+				t.Fatal(err)
+			}
+			c.check(t, p)
+			// Settled: planning again from the target moves nothing.
+			again := PlanAssignments(PlanInput{TaskLists: c.in.TaskLists, Workers: c.in.Workers, Current: asCurrent(p)})
+			if len(p.Target) > 0 && p.Reason == "" && len(again.Moves) != 0 {
+				t.Errorf("re-planning from the target moves %v", again.Moves)
+			}
+		})
+	}
+}
+
+// The flaw switch must change behaviour (the simulator's teeth test depends on it) and
+// no flaw must mean exactly PlanAssignments.
+func TestAllocFlawUnsortedTieBreak(t *testing.T) {
+	in := PlanInput{TaskLists: []TaskList{tl("d", "t", 1)}, Workers: []Worker{wk("b", 1), wk("a", 1)}}
+	if got := planWithFlaws(in, 0).Target[0].Owner; got != "a" {
+		t.Errorf("without the flaw the tie goes to %q, want a (smallest id)", got)
+	}
+	if got := planWithFlaws(in, flaw.AllocUnsortedTieBreak).Target[0].Owner; got != "b" {
+		t.Errorf("with the flaw the tie goes to %q, want b (first listed)", got)
+	}
+}
+
+// With MaxInFlight 2 and MaxInFlightPerWorker 1, draining a (1 partition), b (1) and
+// c (2) takes two rounds only if c starts in the first: the throttle serves the source
+// with the most pending first.
+func TestAllocThrottleFewestRounds(t *testing.T) {
+	in := PlanInput{
+		TaskLists: []TaskList{tl("d", "t", 4)},
+		Workers:   []Worker{drainingWk("a", 1), drainingWk("b", 1), drainingWk("c", 1), wk("e", 1)},
+		Current: []Assignment{
+			assigned("d", "t", 0, "a"), assigned("d", "t", 1, "b"), assigned("d", "t", 2, "c"), assigned("d", "t", 3, "c"),
+		},
+		MaxInFlight: 2, MaxInFlightPerWorker: 1,
+	}
+	rows := map[PartitionID]Assignment{}
+	for _, r := range in.Current {
+		rows[r.Partition] = r
+	}
+	rounds := 0
+	for ; rounds < 10; rounds++ {
+		in.Current = rowsOf(rows)
+		p := PlanAssignments(in)
+		if err := checkPlan(in, p); err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Release) == 0 {
+			break
+		}
+		applyRound(rows, p, func(PartitionID) bool { return true })
+	}
+	if rounds != 2 {
+		t.Fatalf("%d rounds of releases, want 2", rounds)
+	}
+}
