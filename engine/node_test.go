@@ -1082,3 +1082,143 @@ func TestNodeStaleRepliesIgnored(t *testing.T) {
 		t.Fatalf("a heartbeat of the dead incarnation was used: %s", describe(effs))
 	}
 }
+
+// TestNodeHeartbeatsFastWhileIncoming: while the last list says partitions are on their
+// way to the node (HeartbeatReply.Incoming), it heartbeats every Heartbeat/5, counted
+// from each heartbeat's send; once nothing is incoming it goes back to every Heartbeat.
+// Liveness keeps counting from each successful heartbeat's send.
+func TestNodeHeartbeatsFastWhileIncoming(t *testing.T) {
+	s := registered(t, 0)
+	hb := func(off, replyAt time.Duration, r engine.HeartbeatReply) []engine.Effect {
+		t.Helper()
+		s.tick(off)
+		id, _ := req[engine.OpHeartbeat](s)
+		r.Reply = store(off + 5*ms)
+		return s.reply(replyAt, id, r, nil)
+	}
+	// 1s: p3 is being released towards this node.
+	effs := hb(time.Second, 1010*ms, engine.HeartbeatReply{AssignRevision: 2, Changed: true, Incoming: []engine.PartitionID{part(3)}})
+	if !hasEvent(effs, "incoming") {
+		t.Errorf("no incoming event: %s", describe(effs))
+	}
+	if w := s.wake(); w != 1200*ms {
+		t.Fatalf("next wake %v, want 1.2s (1s + Heartbeat/5)", w)
+	}
+	s.tick(1199 * ms)
+	noReq[engine.OpHeartbeat](s)
+	// 1.2s: unchanged (nothing is said about Incoming: the last list still holds).
+	hb(1200*ms, 1210*ms, engine.HeartbeatReply{AssignRevision: 2})
+	if w := s.wake(); w != 1400*ms {
+		t.Fatalf("after an unchanged reply: next wake %v, want 1.4s", w)
+	}
+	if got := s.n.State().LivenessUntil.Sub(t0); got != 1200*ms+4850*ms {
+		t.Errorf("LivenessUntil %v, want the fast heartbeat's send + 4.85s", got)
+	}
+	// 1.4s: the old owner acknowledged; p3 is still on its way (not yet assigned). The
+	// reply comes late, after the next fast heartbeat was due: it goes out at once.
+	effs = hb(1400*ms, 1650*ms, engine.HeartbeatReply{AssignRevision: 3, Changed: true, Incoming: []engine.PartitionID{part(3)}})
+	if hasEvent(effs, "incoming") {
+		t.Errorf("incoming event although the list did not change: %s", describe(effs))
+	}
+	id, op := req[engine.OpHeartbeat](s)
+	if op.Known != 3 {
+		t.Errorf("heartbeat sent at once with Known %d, want 3", op.Known)
+	}
+	// 1.65s: p3 arrives; nothing else is coming: back to the normal rhythm.
+	effs = s.reply(1660*ms, id, engine.HeartbeatReply{Reply: store(1655 * ms), AssignRevision: 4, Changed: true,
+		Assignments: []engine.Assignment{row(3, "me", 7, 2, engine.Assigned, 30)}}, nil)
+	if got := starts(effs); !slices.Equal(got, []engine.StartPartition{{Partition: part(3), Generation: 2}}) {
+		t.Errorf("starts %v, want p3 at generation 2", got)
+	}
+	if !hasEvent(effs, "incoming") {
+		t.Errorf("no incoming event when the list emptied: %s", describe(effs))
+	}
+	if w := s.wake(); w != 2650*ms {
+		t.Fatalf("nothing incoming: next wake %v, want 2.65s (1.65s + Heartbeat)", w)
+	}
+	if got := s.n.State().LivenessUntil.Sub(t0); got != 1650*ms+4850*ms {
+		t.Errorf("LivenessUntil %v, want 1.65s + 4.85s", got)
+	}
+	// 2.65s: two partitions coming; one goes elsewhere (it leaves Incoming without
+	// arriving): still fast for the other; when that one leaves too, normal again.
+	hb(2650*ms, 2660*ms, engine.HeartbeatReply{AssignRevision: 5, Changed: true,
+		Assignments: []engine.Assignment{row(3, "me", 7, 2, engine.Assigned, 30)}, Incoming: []engine.PartitionID{part(5), part(4)}})
+	if w := s.wake(); w != 2850*ms {
+		t.Fatalf("two incoming: next wake %v, want 2.85s", w)
+	}
+	hb(2850*ms, 2860*ms, engine.HeartbeatReply{AssignRevision: 6, Changed: true,
+		Assignments: []engine.Assignment{row(3, "me", 7, 2, engine.Assigned, 30)}, Incoming: []engine.PartitionID{part(5)}})
+	if w := s.wake(); w != 3050*ms {
+		t.Fatalf("one still incoming: next wake %v, want 3.05s", w)
+	}
+	effs = hb(3050*ms, 3060*ms, engine.HeartbeatReply{AssignRevision: 7, Changed: true,
+		Assignments: []engine.Assignment{row(3, "me", 7, 2, engine.Assigned, 30)}})
+	if len(starts(effs))+len(stops(effs)) != 0 {
+		t.Errorf("partitions that went elsewhere changed what runs here: %s", describe(effs))
+	}
+	if w := s.wake(); w != 4050*ms {
+		t.Fatalf("nothing incoming: next wake %v, want 4.05s", w)
+	}
+	// A failed heartbeat keeps the rhythm it was sent with; the node re-registers after
+	// ErrNodeDead and its new incarnation starts at the normal rhythm.
+	hb(4050*ms, 4060*ms, engine.HeartbeatReply{AssignRevision: 8, Changed: true,
+		Assignments: []engine.Assignment{row(3, "me", 7, 2, engine.Assigned, 30)}, Incoming: []engine.PartitionID{part(6)}})
+	s.tick(4250 * ms)
+	id, _ = req[engine.OpHeartbeat](s)
+	s.reply(4260*ms, id, nil, errUnavailable)
+	if w := s.wake(); w != 4450*ms {
+		t.Fatalf("after a failed fast heartbeat: next wake %v, want 4.45s", w)
+	}
+	s.tick(4450 * ms)
+	id, _ = req[engine.OpHeartbeat](s)
+	s.reply(4460*ms, id, nil, errNodeDead)
+	rid, _ := req[engine.OpRegisterNode](s)
+	s.reply(4470*ms, rid, engine.RegisterReply{Reply: store(4465 * ms), Incarnation: 8}, nil)
+	if w := s.wake(); w != 5460*ms {
+		t.Fatalf("new incarnation: next wake %v, want 5.46s (registration send at 4.46s + Heartbeat)", w)
+	}
+}
+
+// TestNodeFastHeartbeatFloor: the fast rhythm is Heartbeat/5 but never under 20ms.
+func TestNodeFastHeartbeatFloor(t *testing.T) {
+	for _, tc := range []struct{ heartbeat, fast time.Duration }{
+		{time.Second, 200 * ms}, {500 * ms, 100 * ms}, {60 * ms, 20 * ms},
+	} {
+		cfg := engine.Config{NodeID: "me", NoCandidate: true, Heartbeat: tc.heartbeat, DeadAfter: 5 * tc.heartbeat, RequestTimeout: tc.heartbeat / 2}
+		n, err := engine.NewNode(cfg, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		only := func(effs []engine.Effect) (engine.StoreRequest, time.Time) {
+			t.Helper()
+			var r []engine.StoreRequest
+			var wake time.Time
+			for _, e := range effs {
+				switch e := e.(type) {
+				case engine.StoreRequest:
+					r = append(r, e)
+				case engine.WakeAt:
+					wake = e.At
+				}
+			}
+			if len(r) != 1 {
+				t.Fatalf("Heartbeat %v: %d requests, want 1: %s", tc.heartbeat, len(r), describe(effs))
+			}
+			return r[0], wake
+		}
+		reg, _ := only(n.Step(t0, engine.Tick{}))
+		n.Step(t0.Add(ms), engine.StoreReply{ID: reg.ID, Value: engine.RegisterReply{Reply: store(ms), Incarnation: 1}})
+		at := t0.Add(tc.heartbeat)
+		hb, _ := only(n.Step(at, engine.Tick{}))
+		var wake time.Time
+		for _, e := range n.Step(at.Add(ms), engine.StoreReply{ID: hb.ID, Value: engine.HeartbeatReply{Reply: engine.Reply{Now: at}, AssignRevision: 2, Changed: true,
+			Incoming: []engine.PartitionID{part(0)}}}) {
+			if w, ok := e.(engine.WakeAt); ok {
+				wake = w.At
+			}
+		}
+		if got := wake.Sub(at); got != tc.fast {
+			t.Errorf("Heartbeat %v: fast heartbeat after %v, want %v", tc.heartbeat, got, tc.fast)
+		}
+	}
+}

@@ -55,13 +55,22 @@ type Store interface {
 	// Heartbeat records a heartbeat at store time for the incarnation, or ErrNodeDead if
 	// that incarnation is dead, replaced or deregistered (ErrNotFound: id unknown is also
 	// reported as ErrNodeDead, so that the caller re-registers). If the node's assignment
-	// revision differs from known, the reply carries the node's current assignments.
+	// revision differs from known, the reply carries the node's current assignments and
+	// the partitions on their way to it.
 	//
 	// The node's assignment revision is a per-node-id counter: +1 at every RegisterNode
 	// of the id, and +1 once per write call (Apply, AckRelease) that changes at least one
-	// row whose Owner is the id before or after the call (any incarnation). So the first
-	// heartbeat of a new incarnation always gets Changed (with its, empty, list), and a
-	// node that keeps its known value learns of every change to its rows.
+	// row whose Owner is the id before or after the call (any incarnation), or that is
+	// on its way to the id before or after the call. A row is on its way to Target while
+	// it is Releasing, and still while it is Unassigned after that (the release was
+	// acknowledged, or its dead owner unassigned) until it is assigned or deleted; only
+	// those rows have a Target. So a release towards the node bumps it, and so do the
+	// ack or unassign that ends the Releasing state and the assign (to it or to anyone
+	// else) or delete that ends the journey. Thus the first heartbeat of a new incarnation
+	// always gets Changed (with its, empty, list), a node that keeps its known value
+	// learns of every change to its rows, and it learns when a partition starts and
+	// stops coming its way (HeartbeatReply.Incoming) — which lets it heartbeat faster
+	// until the partition arrives, at no cost in steady state.
 	Heartbeat(ctx context.Context, id string, incarnation uint64, known uint64) (HeartbeatReply, error)
 	// DeregisterNode marks the incarnation dead at once (graceful leave). Deregistering
 	// an incarnation that is already dead or replaced succeeds and changes nothing (so a
@@ -148,12 +157,21 @@ type RegisterReply struct {
 }
 
 // HeartbeatReply: when Changed, Assignments is the node's complete list of rows (for this
-// incarnation, states Assigned and Releasing, sorted) at AssignRevision.
+// incarnation, states Assigned and Releasing, sorted) at AssignRevision, and Incoming
+// lists the partitions on their way to the node's id (rows Releasing, or Unassigned
+// after a release, with Target == the id; any owner; Target names an id, not an
+// incarnation), sorted, at the same revision. When not Changed both are empty: the
+// caller's previous lists still hold.
 type HeartbeatReply struct {
 	Reply
 	AssignRevision uint64
 	Changed        bool
 	Assignments    []Assignment
+	// Incoming: partitions being handed over to this node. A worker heartbeats faster
+	// while it is not empty, so that it learns of the assignment soon after the ack.
+	// It includes the acknowledged, not yet assigned, ones: a node whose heartbeat falls
+	// between the ack and the assignment must not conclude that nothing is coming.
+	Incoming []PartitionID
 }
 
 // NodeUpdate is a partial update of a node row; nil fields are unchanged.

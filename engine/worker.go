@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/helixcoord/helix/internal/flaw"
@@ -26,6 +27,12 @@ type worker struct {
 	livenessUntil time.Time
 	fenced        bool   // liveness ran out: everything stopped, waiting for a heartbeat
 	known         uint64 // assignment revision of the last list applied; 0 = want all
+
+	// incoming: the partitions on their way to this node (HeartbeatReply.Incoming),
+	// sorted, as of the last list applied. While any is on its way the node heartbeats
+	// every fastHeartbeat, so that it learns of the assignment soon after the old
+	// owner's ack instead of up to a whole Heartbeat later.
+	incoming []PartitionID
 
 	owned  map[PartitionID]uint64 // running partitions → generation
 	myRows int                    // rows (assigned or releasing) of the last list
@@ -63,6 +70,7 @@ func (n *Node) onRegister(p *pendingReq, v any, err error) {
 	n.w.fenced = false
 	n.w.known = 0
 	n.w.myRows = 0
+	n.w.incoming = nil
 	// Registration records a heartbeat at store time, which is after the send.
 	n.w.lastOK = p.sent
 	n.w.livenessUntil = n.window(p.sent, n.cfg.DeadAfter)
@@ -92,7 +100,7 @@ func (n *Node) workerTimers() {
 	}
 	if !w.hbInFlight && !n.now.Before(w.hbNext) {
 		w.hbInFlight = true
-		w.hbNext = n.now.Add(n.cfg.Heartbeat)
+		w.hbNext = n.now.Add(n.heartbeatInterval())
 		n.send(&pendingReq{kind: rkHeartbeat, known: w.known}, OpHeartbeat{ID: n.cfg.NodeID, Incarnation: w.inc, Known: w.known})
 		// Retries ride on the heartbeat's rhythm.
 		n.sendAcks()
@@ -151,7 +159,63 @@ func (n *Node) onHeartbeat(p *pendingReq, v any, err error) {
 	if r.Changed {
 		n.reconcile(r.Assignments)
 		w.known = r.AssignRevision
+		n.noteIncoming(r.Incoming)
+		// The rhythm may have changed with what is incoming: count the next heartbeat
+		// from this one's send (if that is already past, it goes out at once).
+		w.hbNext = p.sent.Add(n.heartbeatInterval())
 	}
+}
+
+// fastHeartbeat is the heartbeat interval while partitions are coming to this node: a
+// fifth of Heartbeat, at least 20ms (and never more than Heartbeat).
+func (n *Node) fastHeartbeat() time.Duration {
+	return min(n.cfg.Heartbeat, max(n.cfg.Heartbeat/5, 20*time.Millisecond))
+}
+
+// heartbeatInterval is Heartbeat, or fastHeartbeat while something is on its way to
+// this node. Steady state (nothing moving towards it) keeps one heartbeat per Heartbeat.
+// The store keeps a partition in Incoming from its release until it is assigned, so the
+// fast rhythm lasts exactly until the assignment is visible to this node's heartbeat.
+func (n *Node) heartbeatInterval() time.Duration {
+	if len(n.w.incoming) > 0 {
+		return n.fastHeartbeat()
+	}
+	return n.cfg.Heartbeat
+}
+
+// noteIncoming records the partitions on their way to this node, from a Changed reply.
+func (n *Node) noteIncoming(incoming []PartitionID) {
+	w := &n.w
+	next := slices.Clone(incoming)
+	slices.SortFunc(next, ComparePartitions) // a store (or a simulator) may not sort
+	next = slices.Compact(next)
+	if len(next) == 0 {
+		next = nil
+	}
+	if !slices.Equal(next, w.incoming) {
+		n.event("incoming", describeIncoming(next))
+	}
+	w.incoming = next
+}
+
+// describeIncoming is an event detail: the count and the first few partitions.
+func describeIncoming(ps []PartitionID) string {
+	const show = 8
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d partitions", len(ps))
+	for i, p := range ps {
+		if i == show {
+			fmt.Fprintf(&b, ", … (%d more)", len(ps)-show)
+			break
+		}
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString(", ")
+		}
+		b.WriteString(p.String())
+	}
+	return b.String()
 }
 
 // reconcile makes the running set follow the node's complete list of rows: stop what
@@ -259,6 +323,7 @@ func (n *Node) nodeDead(err error) {
 	w.hbInFlight, w.drainInFlight, w.registering = false, false, false
 	w.acks = map[PartitionID]*pendingAck{}
 	w.known, w.myRows, w.fenced = 0, 0, false
+	w.incoming = nil
 	w.drainSynced = false
 	if n.phase < phaseFinishing {
 		n.sendRegister()

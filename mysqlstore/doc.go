@@ -30,7 +30,10 @@
 //     incarnation is alive and the node's assignment revision equals the caller's known
 //     one. One matched row (clientFoundRows) means alive and unchanged. Zero means dead or
 //     changed: a second UPDATE without the revision condition tells which, and one SELECT
-//     returns the node's rows.
+//     returns the node's rows and the partitions on their way to it (Incoming: rows with
+//     target = the node, Releasing or Unassigned; index helix_assignments_by_target).
+//     Apply and AckRelease bump those targets' assign_rev in the same multi-row UPDATE as
+//     the owners', so a node learns what is coming to it without any steady-state cost.
 //   - RenewLease is one UPDATE (server-time expiry check in its WHERE) plus one SELECT
 //     for the reply. A standby's AcquireLease of a held lease is one plain SELECT.
 //   - ReadState, ReadAssignments, ListNodes and ListTaskLists are each ONE SELECT (a

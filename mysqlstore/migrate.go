@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/go-sql-driver/mysql"
 )
 
 //go:embed migrations/*.sql
@@ -117,8 +119,10 @@ type MigrateResult struct {
 // run from several hosts at once: a named server lock (GET_LOCK, per database) lets one
 // caller migrate while the others wait and then find nothing to do. It refuses a
 // database whose schema is newer than this binary (ErrSchemaTooNew). Every migration is
-// written to be re-runnable (CREATE … IF NOT EXISTS), because MySQL commits DDL
-// implicitly: a migration interrupted half-way is completed by the next run.
+// written to be re-runnable (CREATE … IF NOT EXISTS; an index that already exists,
+// error 1061, counts as created, since MySQL has no CREATE INDEX IF NOT EXISTS), because
+// MySQL commits DDL implicitly: a migration interrupted half-way is completed by the
+// next run.
 func Migrate(ctx context.Context, db *sql.DB) (MigrateResult, error) {
 	var res MigrateResult
 	conn, err := db.Conn(ctx) // GET_LOCK belongs to a session: keep one connection
@@ -164,7 +168,7 @@ func Migrate(ctx context.Context, db *sql.DB) (MigrateResult, error) {
 	}
 	for _, m := range ms[cur:] {
 		for i, stmt := range m.Statements {
-			if _, err := conn.ExecContext(ctx, stmt); err != nil {
+			if _, err := conn.ExecContext(ctx, stmt); err != nil && !isDupKeyName(err) {
 				return res, fmt.Errorf("migrate: version %d (%s), statement %d: %w", m.Version, m.Name, i+1, classify(err))
 			}
 		}
@@ -217,4 +221,11 @@ func CheckSchema(ctx context.Context, db *sql.DB) error {
 		return fmt.Errorf("schema version %d, this binary knows up to %d; upgrade helix: %w", v, latest, ErrSchemaTooNew)
 	}
 	return nil
+}
+
+// isDupKeyName reports a CREATE INDEX of an index that already exists: a re-run of a
+// migration interrupted after that statement.
+func isDupKeyName(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == erDupKeyName
 }

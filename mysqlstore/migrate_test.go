@@ -114,3 +114,33 @@ func TestMigrateNeedsDatabase(t *testing.T) {
 		t.Fatalf("Migrate without a database in the DSN: %v", err)
 	}
 }
+
+// TestMigrateRerunsIndexMigration: a migration interrupted after its CREATE INDEX (DDL
+// commits at once, the version row was never written) completes on the next run: the
+// index that already exists counts as created.
+func TestMigrateRerunsIndexMigration(t *testing.T) {
+	dsn := migratedDSN(t)
+	db, _, err := mysqlstore.OpenDB(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	var idx int
+	if err := db.QueryRow("SELECT COUNT(*) FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = 'helix_assignments' AND index_name = 'helix_assignments_by_target'").Scan(&idx); err != nil {
+		t.Fatal(err)
+	}
+	if idx == 0 {
+		t.Fatal("no index helix_assignments_by_target after migrating")
+	}
+	// Forget version 2 (the index) and everything after it: every later migration must
+	// be re-runnable too.
+	latest := mysqlstore.LatestVersion()
+	if _, err := db.Exec("DELETE FROM helix_schema_migrations WHERE version >= 2"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := mysqlstore.Migrate(ctx, db)
+	if err != nil || res.From != 1 || len(res.Applied) != latest-1 || res.To != latest {
+		t.Fatalf("re-running migrations 2..%d over the existing index: %+v, %v", latest, res, err)
+	}
+}

@@ -109,7 +109,8 @@ func (s *Store) RegisterNode(ctx context.Context, spec engine.NodeSpec) (engine.
 // the caller's known one. Its reply's Now is the estimate described in the package doc
 // (the statement does not read the server clock back). Otherwise a second UPDATE
 // records the heartbeat if the incarnation is alive (else ErrNodeDead), and one SELECT
-// reads the node's revision, the server's clock and its rows consistently.
+// reads the node's revision, the server's clock, its rows and the partitions on their
+// way to it consistently.
 func (s *Store) Heartbeat(ctx context.Context, id string, incarnation uint64, known uint64) (engine.HeartbeatReply, error) {
 	if err := firstErr(engine.ValidateName("node.id", id), validateIncarnation("node.incarnation", incarnation)); err != nil {
 		return engine.HeartbeatReply{}, err
@@ -138,6 +139,7 @@ func (s *Store) Heartbeat(ctx context.Context, id string, incarnation uint64, kn
 	if st.nodeRev != known {
 		r.Changed = true
 		r.Assignments = st.rows
+		r.Incoming = st.incoming
 	}
 	return r, nil
 }

@@ -17,8 +17,8 @@ type unionParts struct {
 	nodes, taskLists bool
 	rows             bool
 	since            uint64
-	// nodeID set: the node's assignment revision and its Assigned/Releasing rows at
-	// incarnation (the heartbeat's slow path).
+	// nodeID set: the node's assignment revision, its Assigned/Releasing rows at
+	// incarnation, and the partitions on their way to it (the heartbeat's slow path).
 	nodeID      string
 	incarnation uint64
 }
@@ -30,6 +30,7 @@ type unionResult struct {
 	nodes     []engine.NodeInfo
 	taskLists []engine.TaskList
 	rows      []engine.Assignment
+	incoming  []engine.PartitionID
 }
 
 // Column layout: k, s1..s4 (names), n1..n6 (numbers), b (labels).
@@ -63,6 +64,11 @@ func (p unionParts) build(cluster string) (string, []any) {
 	if p.nodeID != "" {
 		q.WriteString(rowCols + " WHERE cluster = ? AND owner_id = ? AND incarnation = ? AND state IN (1, 2)")
 		args = append(args, cluster, p.nodeID, p.incarnation)
+		// On its way to the node: Releasing, or Unassigned after the release, with the
+		// node as target (index helix_assignments_by_target).
+		q.WriteString(" UNION ALL SELECT 4, domain, tasklist, X'', X'', part_no, 0, 0, 0, 0, 0, X'' FROM helix_assignments" +
+			" WHERE cluster = ? AND target = ? AND state IN (0, 2)")
+		args = append(args, cluster, p.nodeID)
 	}
 	return q.String(), args
 }
@@ -121,6 +127,8 @@ func (s *Store) scanUnion(ctx context.Context, query string, args []any) (unionR
 			})
 		case 2:
 			res.taskLists = append(res.taskLists, engine.TaskList{Domain: string(s1), Name: string(s2), Partitions: int(n1)})
+		case 4:
+			res.incoming = append(res.incoming, engine.PartitionID{Domain: string(s1), TaskList: string(s2), Partition: int(n1)})
 		case 3:
 			res.rows = append(res.rows, engine.Assignment{
 				Partition: engine.PartitionID{Domain: string(s1), TaskList: string(s2), Partition: int(n1)},
@@ -140,6 +148,7 @@ func (s *Store) scanUnion(ctx context.Context, query string, args []any) (unionR
 		return strings.Compare(a.Name, b.Name)
 	})
 	sortRows(res.rows)
+	slices.SortFunc(res.incoming, engine.ComparePartitions)
 	return res, nil
 }
 

@@ -417,7 +417,8 @@ func TestMockAckReleaseAmbiguousCommit(t *testing.T) {
 	mock.ExpectQuery("FROM helix_nodes").WillReturnRows(sqlmock.NewRows([]string{"id", "incarnation", "status", "age"}).AddRow("w1", 1, 0, 1000))
 	mock.ExpectQuery("FROM helix_assignments").WillReturnRows(sqlmock.NewRows(rowCols).AddRow("d", "t", 1, "w1", 1, 7, 2, "w2", 5, 19))
 	mock.ExpectExec("UPDATE helix_assignments SET state = 0").WithArgs(21, "default", "d", "t", 1).WillReturnResult(sqlmock.NewResult(0, 1))
-	mock.ExpectExec("UPDATE helix_nodes SET assign_rev").WillReturnResult(sqlmock.NewResult(0, 1))
+	// The owner and the target (the row stays on its way to w2) in one statement.
+	mock.ExpectExec("UPDATE helix_nodes SET assign_rev = assign_rev + 1 WHERE cluster = ? AND id IN (?, ?)").WithArgs("default", "w1", "w2").WillReturnResult(sqlmock.NewResult(0, 2))
 	mock.ExpectExec("UPDATE helix_revision").WithArgs(21, "default").WillReturnResult(sqlmock.NewResult(0, 1))
 	mock.ExpectCommit().WillReturnError(mysql.ErrInvalidConn)
 	mock.ExpectQuery("SELECT revision FROM helix_assignments").WillReturnRows(sqlmock.NewRows([]string{"revision"}).AddRow(21))
@@ -529,5 +530,61 @@ func TestMockAcquireAmbiguousCommit(t *testing.T) {
 	r, err := s.AcquireLease(context.Background(), "coordinator", "me", 6*time.Second)
 	if err != nil || r.Lease.Epoch != 8 {
 		t.Fatalf("AcquireLease: %+v, %v; want epoch 8 resolved by re-reading", r, err)
+	}
+}
+
+// unionCols are the columns of readUnion's one SELECT.
+var unionCols = []string{"k", "s1", "s2", "s3", "s4", "n1", "n2", "n3", "n4", "n5", "n6", "b"}
+
+// TestMockHeartbeatSlowPathReadsIncoming: when the node's revision moved, the heartbeat
+// is the two UPDATEs and ONE SELECT, which returns the node's rows and the partitions on
+// their way to it (Releasing, or Unassigned after a release, with target = the node),
+// sorted whatever order the server sends them in.
+func TestMockHeartbeatSlowPathReadsIncoming(t *testing.T) {
+	s, mock := newMock(t)
+	mock.ExpectExec("AND assign_rev = ?").WithArgs("default", "w1", 3, 7).WillReturnResult(sqlmock.NewResult(0, 0))
+	mock.ExpectExec("AND incarnation = ? AND status = 0").WithArgs("default", "w1", 3).WillReturnResult(sqlmock.NewResult(0, 1))
+	mock.ExpectQuery("WHERE cluster = ? AND owner_id = ? AND incarnation = ? AND state IN (1, 2) UNION ALL SELECT 4, domain, tasklist").
+		WithArgs("default", "default", "w1", "default", "w1", 3, "default", "w1").
+		WillReturnRows(sqlmock.NewRows(unionCols).
+			AddRow(0, "", "", "", "", 40, serverNowUS, 9, 0, 0, 0, "").
+			AddRow(4, "d", "t", "", "", 5, 0, 0, 0, 0, 0, "").
+			AddRow(3, "d", "t", "w1", "", 1, 3, 2, 1, 4, 30, "").
+			AddRow(4, "d", "t", "", "", 2, 0, 0, 0, 0, 0, ""))
+	r, err := s.Heartbeat(context.Background(), "w1", 3, 7)
+	if err != nil {
+		t.Fatalf("Heartbeat: %v", err)
+	}
+	want := []engine.PartitionID{{Domain: "d", TaskList: "t", Partition: 2}, {Domain: "d", TaskList: "t", Partition: 5}}
+	if !r.Changed || r.AssignRevision != 9 || len(r.Assignments) != 1 || r.Assignments[0].Partition.Partition != 1 ||
+		fmt.Sprint(r.Incoming) != fmt.Sprint(want) {
+		t.Fatalf("reply %+v: want Changed at 9 with row d/t/1 and incoming %v", r, want)
+	}
+}
+
+// TestMockApplyReleaseBumpsTarget: a release towards w2 bumps the owner's and the
+// target's assignment revisions in one multi-row statement (the target's row is not
+// locked beforehand: nothing is checked about it).
+func TestMockApplyReleaseBumpsTarget(t *testing.T) {
+	fixBatchID(t)
+	s, mock := newMock(t)
+	p := engine.PartitionID{Domain: "d", TaskList: "t", Partition: 2}
+	b := engine.Batch{Fence: engine.Fence{Key: "coordinator", Epoch: 5},
+		Changes: []engine.Change{{Kind: engine.ChangeRelease, Partition: p, Revision: 3, Target: "w2"}}}
+	mock.ExpectBegin()
+	expectFence(mock, 5, 1, 1)
+	expectRevisionLock(mock, 10)
+	mock.ExpectQuery("FROM helix_assignments").
+		WillReturnRows(sqlmock.NewRows(rowCols).AddRow("d", "t", 2, "w1", 1, 4, 1, "", 4, 3))
+	mock.ExpectQuery("FROM helix_nodes WHERE cluster = ? AND id IN (?) FOR UPDATE").WithArgs("default", "w1").
+		WillReturnRows(sqlmock.NewRows([]string{"id", "incarnation", "status", "age"}).AddRow("w1", 1, 0, 1000))
+	mock.ExpectExec("UPDATE helix_assignments a JOIN").
+		WithArgs("d", "t", 2, "w1", 1, 4, 2, "w2", 11, "default", 5, 5).WillReturnResult(sqlmock.NewResult(0, 1))
+	mock.ExpectExec("UPDATE helix_nodes SET assign_rev = assign_rev + 1 WHERE cluster = ? AND id IN (?, ?)").WithArgs("default", "w1", "w2").WillReturnResult(sqlmock.NewResult(0, 2))
+	mock.ExpectExec("UPDATE helix_revision SET revision = ?").WithArgs(11, "default").WillReturnResult(sqlmock.NewResult(0, 1))
+	mock.ExpectExec("UPDATE helix_leases SET last_batch").WillReturnResult(sqlmock.NewResult(0, 1))
+	mock.ExpectCommit()
+	if r, err := s.Apply(context.Background(), b); err != nil || r.Revision != 11 {
+		t.Fatalf("Apply: %+v, %v; want revision 11", r, err)
 	}
 }

@@ -350,11 +350,11 @@ func (s *Store) applyTx(ctx context.Context, tx *sql.Tx, b engine.Batch, batchID
 			}
 			n.State, n.Owner, n.Incarnation, n.Target = engine.Deleted, "", 0, ""
 		}
-		if r.Owner != "" {
-			touched[r.Owner] = true
-		}
-		if n.Owner != "" {
-			touched[n.Owner] = true
+		// Old and new owners, and the node the row was or is on its way to.
+		for _, id := range []string{r.Owner, n.Owner, incomingTo(r), incomingTo(n)} {
+			if id != "" {
+				touched[id] = true
+			}
 		}
 		rev++
 		n.Revision = rev
@@ -370,6 +370,10 @@ func (s *Store) applyTx(ctx context.Context, tx *sql.Tx, b engine.Batch, batchID
 		return engine.ApplyReply{}, err
 	}
 	if len(touched) > 0 {
+		// One multi-row statement for owners and targets alike. Targets were not locked
+		// above (nothing is checked about them); taking their row locks here cannot
+		// deadlock, since writers of assignment rows are serialised by the revision row
+		// and everyone else locks one node row at a time.
 		if err := s.updateNodes(ctx, tx, "assign_rev = assign_rev + 1", touched); err != nil {
 			return engine.ApplyReply{}, err
 		}
@@ -383,6 +387,15 @@ func (s *Store) applyTx(ctx context.Context, tx *sql.Tx, b engine.Batch, batchID
 		return engine.ApplyReply{}, err
 	}
 	return engine.ApplyReply{Reply: engine.Reply{Now: now}, Revision: rev}, nil
+}
+
+// incomingTo is the node a row is on its way to: its Target while Releasing, and while
+// Unassigned after a release until it is assigned or deleted; "" for nobody.
+func incomingTo(r engine.Assignment) string {
+	if r.State == engine.Releasing || r.State == engine.Unassigned {
+		return r.Target
+	}
+	return ""
 }
 
 const rowColumns = "domain, tasklist, part_no, owner_id, incarnation, generation, state, target, epoch, revision"
@@ -600,7 +613,13 @@ func (s *Store) AckRelease(ctx context.Context, a engine.Ack) (engine.Reply, err
 			newRev, s.cluster, a.Partition.Domain, a.Partition.TaskList, a.Partition.Partition); err != nil {
 			return err
 		}
-		if err := s.updateNodes(ctx, tx, "assign_rev = assign_rev + 1", map[string]bool{a.Node: true}); err != nil {
+		// The owner loses the row; its target learns the release was acknowledged (the
+		// row stays on its way to it until assigned). One statement for both.
+		touched := map[string]bool{a.Node: true}
+		if to := incomingTo(r); to != "" {
+			touched[to] = true
+		}
+		if err := s.updateNodes(ctx, tx, "assign_rev = assign_rev + 1", touched); err != nil {
 			return err
 		}
 		return setRevision(ctx, tx, s.cluster, newRev)

@@ -53,6 +53,9 @@ type Store struct {
 	// owned indexes rows by owner id (any incarnation), so a heartbeat that must return a
 	// node's assignments does not scan every row.
 	owned map[string]map[engine.PartitionID]struct{}
+	// incoming indexes the rows on their way to a node (see incomingTo) by that node, so
+	// a heartbeat that must say what is coming to a node does not scan every row either.
+	incoming map[string]map[engine.PartitionID]struct{}
 
 	// revision is the store-wide assignment revision: it grows by one for every row
 	// change. revLog[r-1] is the partition whose change got revision r, so an incremental
@@ -70,7 +73,8 @@ type node struct {
 	info engine.NodeInfo // HeartbeatAge is computed on the way out
 	// assignRev is the node's assignment revision: +1 at every registration and at every
 	// write call that changes a row the node owns or owned before the call (any of its
-	// incarnations). A heartbeat whose known value differs gets the node's rows.
+	// incarnations), or a row on its way to it (incomingTo) before or after the call. A
+	// heartbeat whose known value differs gets the node's rows and incoming partitions.
 	assignRev uint64
 }
 
@@ -87,6 +91,7 @@ func New(now func() time.Time) *Store {
 		taskLists: map[tlKey]int{},
 		rows:      map[engine.PartitionID]*engine.Assignment{},
 		owned:     map[string]map[engine.PartitionID]struct{}{},
+		incoming:  map[string]map[engine.PartitionID]struct{}{},
 		writes:    map[string]int{},
 		calls:     map[string]int{},
 	}
@@ -316,8 +321,19 @@ func (s *Store) Heartbeat(ctx context.Context, id string, incarnation uint64, kn
 	if known != n.assignRev {
 		r.Changed = true
 		r.Assignments = s.assignmentsOf(id, incarnation)
+		r.Incoming = s.incomingOf(id)
 	}
 	return r, nil
+}
+
+// incomingOf returns the partitions on their way to id (incomingTo), sorted.
+func (s *Store) incomingOf(id string) []engine.PartitionID {
+	var out []engine.PartitionID
+	for p := range s.incoming[id] {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, engine.ComparePartitions)
+	return out
 }
 
 // assignmentsOf returns the Assigned and Releasing rows of one incarnation, sorted.
@@ -734,13 +750,15 @@ func (s *Store) Apply(ctx context.Context, b engine.Batch) (engine.ApplyReply, e
 	for i := range next {
 		n := next[i]
 		old := s.rows[n.Partition]
-		if old.Owner != "" {
-			touched[old.Owner] = true
-		}
-		if n.Owner != "" {
-			touched[n.Owner] = true
+		// Old and new owners, and the node the row was or is on its way to: each learns
+		// of the change with its next heartbeat.
+		for _, id := range []string{old.Owner, n.Owner, incomingTo(*old), incomingTo(n)} {
+			if id != "" {
+				touched[id] = true
+			}
 		}
 		s.setOwner(n.Partition, old.Owner, n.Owner)
+		s.setIncoming(n.Partition, incomingTo(*old), incomingTo(n))
 		n.Revision = s.bump(n.Partition)
 		*old = n
 	}
@@ -750,21 +768,37 @@ func (s *Store) Apply(ctx context.Context, b engine.Batch) (engine.ApplyReply, e
 }
 
 // setOwner keeps the owner index in step with a row's owner.
-func (s *Store) setOwner(p engine.PartitionID, from, to string) {
+func (s *Store) setOwner(p engine.PartitionID, from, to string) { reindex(s.owned, p, from, to) }
+
+// setIncoming keeps the incoming index in step with a row's incomingTo.
+func (s *Store) setIncoming(p engine.PartitionID, from, to string) { reindex(s.incoming, p, from, to) }
+
+// incomingTo is the node a row is on its way to: its Target while Releasing, and while
+// Unassigned after the release was acknowledged (or its dead owner unassigned) until
+// the coordinator assigns it; else nobody. (Assigned and Deleted rows have no Target.)
+func incomingTo(r engine.Assignment) string {
+	if r.State == engine.Releasing || r.State == engine.Unassigned {
+		return r.Target
+	}
+	return ""
+}
+
+// reindex moves p from key from to key to of an index by node id ("" is no key).
+func reindex(idx map[string]map[engine.PartitionID]struct{}, p engine.PartitionID, from, to string) {
 	if from == to {
 		return
 	}
 	if from != "" {
-		delete(s.owned[from], p)
-		if len(s.owned[from]) == 0 {
-			delete(s.owned, from)
+		delete(idx[from], p)
+		if len(idx[from]) == 0 {
+			delete(idx, from)
 		}
 	}
 	if to != "" {
-		if s.owned[to] == nil {
-			s.owned[to] = map[engine.PartitionID]struct{}{}
+		if idx[to] == nil {
+			idx[to] = map[engine.PartitionID]struct{}{}
 		}
-		s.owned[to][p] = struct{}{}
+		idx[to][p] = struct{}{}
 	}
 }
 
@@ -800,10 +834,16 @@ func (s *Store) AckRelease(ctx context.Context, a engine.Ack) (engine.Reply, err
 		return engine.Reply{}, errf(engine.ErrConflict, "ack %s by %s/%d at generation %d: row is %s by %s/%d at generation %d",
 			a.Partition, a.Node, a.Incarnation, a.Generation, r.State, r.Owner, r.Incarnation, r.Generation)
 	}
+	// The acknowledging owner loses the row; its target learns that the release was
+	// acknowledged (the row stays on its way to it until the coordinator assigns it).
+	touched := map[string]bool{a.Node: true}
+	if to := incomingTo(*r); to != "" {
+		touched[to] = true
+	}
 	s.setOwner(r.Partition, r.Owner, "")
 	r.State, r.Owner, r.Incarnation = engine.Unassigned, "", 0
 	r.Revision = s.bump(r.Partition)
-	s.bumpNodes(map[string]bool{a.Node: true})
+	s.bumpNodes(touched)
 	s.writes["ack_release"]++
 	return engine.Reply{Now: now}, nil
 }

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -284,6 +285,134 @@ func testNodes(t *testing.T, newStore func(t *testing.T) (engine.Store, Clock)) 
 		hb = h.heartbeat("A", inc2, hb.AssignRevision)
 		if !hb.Changed || len(hb.Assignments) != 0 {
 			t.Fatalf("new incarnation: %+v, want Changed with no rows", hb)
+		}
+	})
+
+	t.Run("heartbeat reports incoming partitions", func(t *testing.T) {
+		h := newHarness(t, newStore)
+		epoch := h.acquire("coord", "c", long).Lease.Epoch
+		fence := engine.Fence{Key: "coord", Epoch: epoch}
+		incA, incB, incC := h.register("A", 1), h.register("B", 1), h.register("C", 1)
+		h.putTaskList("d", "t", 3)
+		p0, p1, p2 := pid("d", "t", 0), pid("d", "t", 1), pid("d", "t", 2)
+		assign := func(p engine.PartitionID, owner string, inc uint64) {
+			h.t.Helper()
+			h.apply(engine.Batch{Fence: fence, Changes: []engine.Change{{Kind: engine.ChangeAssign, Partition: p, Revision: h.row(p).Revision, Owner: owner, Incarnation: inc}}})
+		}
+		release := func(p engine.PartitionID, target string) {
+			h.t.Helper()
+			h.apply(engine.Batch{Fence: fence, Changes: []engine.Change{{Kind: engine.ChangeRelease, Partition: p, Revision: h.row(p).Revision, Target: target}}})
+		}
+		ack := func(p engine.PartitionID) {
+			h.t.Helper()
+			_, err := h.s.AckRelease(h.ctx, engine.Ack{Partition: p, Node: "A", Incarnation: incA, Generation: h.row(p).Generation})
+			h.must(err, "AckRelease")
+		}
+		assign(p0, "A", incA)
+		assign(p1, "A", incA)
+		assign(p2, "A", incA)
+		known := map[string]uint64{}
+		incs := map[string]uint64{"A": incA, "B": incB, "C": incC}
+		// expect heartbeats id with its last known revision: changed or not, and (when
+		// changed) exactly the incoming partitions and the owned ones.
+		expect := func(what, id string, changed bool, incoming []engine.PartitionID, owned ...engine.PartitionID) {
+			h.t.Helper()
+			hb := h.heartbeat(id, incs[id], known[id])
+			if hb.Changed != changed {
+				t.Fatalf("%s: %s's heartbeat Changed=%v (revision %d → %d), want %v", what, id, hb.Changed, known[id], hb.AssignRevision, changed)
+			}
+			if !changed {
+				if hb.AssignRevision != known[id] || len(hb.Incoming) != 0 || len(hb.Assignments) != 0 {
+					t.Fatalf("%s: unchanged heartbeat of %s carries %+v", what, id, hb)
+				}
+				return
+			}
+			if hb.AssignRevision == known[id] {
+				t.Fatalf("%s: %s's heartbeat says Changed at the same revision %d", what, id, hb.AssignRevision)
+			}
+			known[id] = hb.AssignRevision
+			if !slices.Equal(hb.Incoming, incoming) {
+				t.Fatalf("%s: %s's incoming %v, want %v", what, id, hb.Incoming, incoming)
+			}
+			var got []engine.PartitionID
+			for _, a := range hb.Assignments {
+				got = append(got, a.Partition)
+			}
+			if !slices.Equal(got, owned) {
+				t.Fatalf("%s: %s's rows %v, want %v", what, id, got, owned)
+			}
+		}
+		none := []engine.PartitionID(nil)
+		expect("start", "A", true, none, p0, p1, p2)
+		expect("start", "B", true, none)
+		expect("start", "C", true, none)
+
+		// Releases towards B (p2 first: Incoming is sorted, not in release order) bump
+		// B's revision; C is not involved and stays unchanged.
+		release(p2, "B")
+		expect("release of p2 to B", "B", true, []engine.PartitionID{p2})
+		release(p0, "B")
+		expect("release of p0 to B", "B", true, []engine.PartitionID{p0, p2})
+		expect("releases to B", "C", false, nil)
+		expect("releases to B", "B", false, nil) // nothing new: one statement, no lists
+		// A release with no target (shrink, delete) is coming to nobody.
+		release(p1, "")
+		expect("release of p1 to nobody", "B", false, nil)
+		expect("release of p1 to nobody", "C", false, nil)
+
+		// The ack ends the Releasing state: B learns of it, and p2 stays on its way to B
+		// (Unassigned, Target kept) until the coordinator assigns it.
+		ack(p2)
+		expect("ack of p2", "B", true, []engine.PartitionID{p0, p2})
+		expect("ack of p2", "C", false, nil)
+		assign(p2, "B", incB)
+		expect("assignment of p2 to B", "B", true, []engine.PartitionID{p0}, p2)
+		// p0 is acknowledged and then given to C instead: it is no longer coming to B.
+		ack(p0)
+		expect("ack of p0", "B", true, []engine.PartitionID{p0}, p2)
+		assign(p0, "C", incC)
+		expect("assignment of p0 to C", "B", true, none, p2)
+		expect("assignment of p0 to C", "C", true, none, p0)
+		expect("handoffs", "A", true, []engine.PartitionID(nil), p1)
+
+		// Target names a node id, not an incarnation: a re-registered C still sees what
+		// is coming to it.
+		release(p2, "C")
+		incs["C"] = h.register("C", 1)
+		expect("C re-registered", "C", true, []engine.PartitionID{p2})
+	})
+
+	t.Run("a dead owner's releasing row stays on its way to the target", func(t *testing.T) {
+		h := newHarness(t, newStore)
+		epoch := h.acquire("coord", "c", long).Lease.Epoch
+		fence := engine.Fence{Key: "coord", Epoch: epoch}
+		incA, incB := h.register("A", 1), h.register("B", 1)
+		h.putTaskList("d", "t", 1)
+		p := pid("d", "t", 0)
+		h.apply(engine.Batch{Fence: fence, Changes: []engine.Change{{Kind: engine.ChangeAssign, Partition: p, Revision: h.row(p).Revision, Owner: "A", Incarnation: incA}}})
+		h.apply(engine.Batch{Fence: fence, Changes: []engine.Change{{Kind: engine.ChangeRelease, Partition: p, Revision: h.row(p).Revision, Target: "B"}}})
+		hb := h.heartbeat("B", incB, 0)
+		if !slices.Equal(hb.Incoming, []engine.PartitionID{p}) {
+			t.Fatalf("B's incoming after the release: %v", hb.Incoming)
+		}
+		known := hb.AssignRevision
+		// A falls silent and is declared dead; its row is unassigned without an ack.
+		h.c.Advance(3 * short)
+		h.heartbeat("B", incB, known)
+		h.apply(engine.Batch{Fence: fence, DeadAfter: 2 * short, Dead: []engine.DeadNode{{ID: "A", Incarnation: incA}},
+			Changes: []engine.Change{{Kind: engine.ChangeUnassign, Partition: p, Revision: h.row(p).Revision}}})
+		hb = h.heartbeat("B", incB, known)
+		if !hb.Changed || !slices.Equal(hb.Incoming, []engine.PartitionID{p}) {
+			t.Fatalf("B after the owner's death: %+v, want Changed with %v incoming", hb, p)
+		}
+		known = hb.AssignRevision
+		// The task list goes away: the row is deleted and no longer coming to B.
+		_, err := h.s.DeleteTaskList(h.ctx, "d", "t")
+		h.must(err, "DeleteTaskList")
+		h.apply(engine.Batch{Fence: fence, Changes: []engine.Change{{Kind: engine.ChangeDelete, Partition: p, Revision: h.row(p).Revision}}})
+		hb = h.heartbeat("B", incB, known)
+		if !hb.Changed || len(hb.Incoming) != 0 {
+			t.Fatalf("B after the delete: %+v, want Changed with nothing incoming", hb)
 		}
 	})
 

@@ -70,6 +70,25 @@ func (m *model) configured(p engine.PartitionID) bool {
 
 func (m *model) bump() uint64 { m.rev++; return m.rev }
 
+// incomingTo is the node a row is on its way to: its Target while Releasing, and while
+// Unassigned after a release until it is assigned or deleted ("" for nobody).
+func incomingTo(r engine.Assignment) string {
+	if r.State == engine.Releasing || r.State == engine.Unassigned {
+		return r.Target
+	}
+	return ""
+}
+
+// incoming is the model's HeartbeatReply.Incoming for id: sorted partitions on their
+// way to it.
+func (m *model) incoming(id string) []engine.PartitionID {
+	var out []engine.PartitionID
+	for _, r := range m.sortedRows(func(r *engine.Assignment) bool { return incomingTo(*r) == id }) {
+		out = append(out, r.Partition)
+	}
+	return out
+}
+
 func (m *model) sortedRows(keep func(*engine.Assignment) bool) []engine.Assignment {
 	var out []engine.Assignment
 	for _, r := range m.rows {
@@ -183,6 +202,8 @@ func (m *model) apply(b engine.Batch) error {
 		old := m.rows[n.Partition]
 		touched[old.Owner] = true
 		touched[n.Owner] = true
+		touched[incomingTo(*old)] = true
+		touched[incomingTo(n)] = true
 		n.Revision = m.bump()
 		*old = n
 	}
@@ -257,6 +278,7 @@ func testStateMachine(t *testing.T, newStore func(t *testing.T) (engine.Store, C
 			"ack_2":           st.ack,
 			"ack_3":           st.ack,
 			"heartbeat_2":     st.heartbeat,
+			"handoff":         st.handoff,
 		}
 		if c.Manual() {
 			actions["advance"] = st.advance
@@ -315,7 +337,7 @@ func testStateMachine(t *testing.T, newStore func(t *testing.T) (engine.Store, C
 		"apply ok", "apply " + engine.ErrFenced.Error(), "apply " + engine.ErrConflict.Error(), "apply assign",
 	}
 	if manual {
-		want = append(want, "renew ok", "release ok", "apply release", "apply delete", "apply dead",
+		want = append(want, "heartbeat incoming", "renew ok", "release ok", "apply release", "apply delete", "apply dead",
 			"ack ok", "ack "+engine.ErrConflict.Error(), "ack "+engine.ErrNodeDead.Error(),
 			"deregister ok", "delete_tasklist ok", "acquire after expiry")
 	}
@@ -515,6 +537,15 @@ func (st *smTest) register(rt *rapid.T) {
 
 func (st *smTest) heartbeat(rt *rapid.T) {
 	id := rapid.SampledFrom(smNodes).Draw(rt, "node")
+	// Now and then a node something is on its way to, so that Incoming is exercised
+	// (releases are rare: they need an assigned row with a live owner).
+	var targets []string
+	for _, r := range st.m.sortedRows(func(r *engine.Assignment) bool { return incomingTo(*r) != "" }) {
+		targets = append(targets, incomingTo(r))
+	}
+	if len(targets) > 0 && rapid.IntRange(0, 2).Draw(rt, "incoming_target") == 0 {
+		id = rapid.SampledFrom(targets).Draw(rt, "target_node")
+	}
 	inc := st.drawInc(rt, id)
 	known := rapid.SampledFrom([]uint64{st.seen[id], st.seen[id], 0, st.seen[id] + 1}).Draw(rt, "known")
 	got, err := st.s.Heartbeat(st.ctx, id, inc, known)
@@ -529,18 +560,26 @@ func (st *smTest) heartbeat(rt *rapid.T) {
 	if got.Changed {
 		st.tag("heartbeat changed")
 	}
+	if len(got.Incoming) > 0 {
+		st.tag("heartbeat incoming")
+	}
 	n.lastHB = st.m.now
 	st.checkNow(rt, op, got.Now)
 	if got.AssignRevision != n.assignRev || got.Changed != (known != n.assignRev) {
 		rt.Fatalf("%s: revision %d changed %v, model says %d", op, got.AssignRevision, got.Changed, n.assignRev)
 	}
 	var want []engine.Assignment
+	var wantIncoming []engine.PartitionID
 	if got.Changed {
 		want = st.m.sortedRows(func(r *engine.Assignment) bool {
 			return r.Owner == id && r.Incarnation == inc && (r.State == engine.Assigned || r.State == engine.Releasing)
 		})
+		wantIncoming = st.m.incoming(id)
 	}
 	sameRows(rt, op, got.Assignments, want)
+	if !slices.Equal(got.Incoming, wantIncoming) {
+		rt.Fatalf("%s: incoming %v, model says %v", op, got.Incoming, wantIncoming)
+	}
 	st.seen[id] = got.AssignRevision
 }
 
@@ -697,6 +736,46 @@ func (st *smTest) apply(rt *rapid.T) {
 		}
 		b.Changes = append(b.Changes, c)
 	}
+	st.applyBatch(rt, b)
+}
+
+// handoff is a well-formed step of a handoff by the current coordinator: assign an
+// unassigned configured row to a live node, or release an assigned row towards a node.
+// Random batches rarely get that far, and Incoming (rows on their way to a node) needs
+// releases.
+func (st *smTest) handoff(rt *rapid.T) {
+	if l := st.m.leases["k1"]; l == nil || !l.held(st.m.now) {
+		st.acquireKey(rt, "k1")
+	}
+	l := st.m.leases["k1"]
+	b := engine.Batch{Fence: engine.Fence{Key: "k1", Epoch: l.epoch}}
+	releasable := st.m.sortedRows(func(r *engine.Assignment) bool {
+		return r.State == engine.Assigned && st.m.live(r.Owner, r.Incarnation, nil) && r.Epoch <= l.epoch
+	})
+	assignable := st.m.sortedRows(func(r *engine.Assignment) bool {
+		return r.State == engine.Unassigned && st.m.configured(r.Partition) && r.Epoch <= l.epoch
+	})
+	switch {
+	case len(releasable) > 0 && (len(assignable) == 0 || rapid.Bool().Draw(rt, "release_first")):
+		r := rapid.SampledFrom(releasable).Draw(rt, "release_row")
+		b.Changes = []engine.Change{{Kind: engine.ChangeRelease, Partition: r.Partition, Revision: r.Revision,
+			Target: rapid.SampledFrom(smNodes).Draw(rt, "target")}}
+	case len(assignable) > 0:
+		r := rapid.SampledFrom(assignable).Draw(rt, "assign_row")
+		owner := st.drawLiveNode(rt)
+		inc := uint64(1)
+		if n := st.m.nodes[owner]; n != nil {
+			inc = n.inc
+		}
+		b.Changes = []engine.Change{{Kind: engine.ChangeAssign, Partition: r.Partition, Revision: r.Revision, Owner: owner, Incarnation: inc}}
+	default:
+		return
+	}
+	st.applyBatch(rt, b)
+}
+
+// applyBatch applies b to the store and the model and compares the outcomes.
+func (st *smTest) applyBatch(rt *rapid.T, b engine.Batch) {
 	got, err := st.s.Apply(st.ctx, b)
 	werr := st.m.apply(b)
 	op := fmt.Sprintf("Apply(%+v)", b)
@@ -796,6 +875,13 @@ func (st *smTest) ack(rt *rapid.T) {
 	default:
 		sameErr(rt, op, err, nil)
 		st.checkNow(rt, op, got.Now)
+		// The owner loses the row; its target learns that the release was acknowledged
+		// (the row stays on its way to it).
+		if to := incomingTo(*r); to != "" && to != id {
+			if n := st.m.nodes[to]; n != nil {
+				n.assignRev++
+			}
+		}
 		r.State, r.Owner, r.Incarnation, r.Revision = engine.Unassigned, "", 0, st.m.bump()
 		st.m.nodes[id].assignRev++
 	}

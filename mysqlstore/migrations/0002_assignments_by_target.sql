@@ -1,0 +1,11 @@
+-- helix schema version 2: an index for the rows on their way to a node.
+--
+-- A row is on its way to its target while it is Releasing (state 2), and still while it
+-- is Unassigned (state 0) after the release was acknowledged, until it is assigned. The
+-- heartbeat's slow path lists those rows for the node (HeartbeatReply.Incoming), so that
+-- it can heartbeat faster until they arrive; almost every row has an empty target, so
+-- this index makes that a short range read instead of a scan of the cluster's rows.
+--
+-- MySQL has no CREATE INDEX IF NOT EXISTS: Migrate treats "duplicate key name" (1061) as
+-- already done, so a run interrupted after this statement is completed by the next one.
+CREATE INDEX helix_assignments_by_target ON helix_assignments (cluster, target, state);
