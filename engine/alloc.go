@@ -32,8 +32,17 @@ import (
 // "fewest so far" needs the workers of a class in (total, id) order: a class keeps its
 // members in buckets by total, each bucket a bitset over the members in id order, and a
 // class-wide offset, so a floor given to every member is one addition and an extra is a
-// bit moved to the next bucket. Planning is therefore
-// O(rows + partitions + task lists·classes·class size/64), never O(partitions·workers).
+// bit moved to the next bucket (filed lazily: only the free extras read the buckets).
+// Planning is therefore O(rows + partitions + task lists·classes·class size/64), never
+// O(partitions·workers).
+//
+// Constant factors (the issue's budget is 5 ms for 100k partitions × 10k workers on one
+// core): the rows are read once, into 8 bytes of scratch per partition; an owner is
+// first guessed (the last owner found or the worker after it: runs of a settled
+// assignment), then binary-searched, and only when many guesses miss is a map of the
+// worker ids built; the plan itself is integers (Plan.Owner, PlanMove), not strings, so
+// it costs 4 bytes per partition and 16 per move, and the garbage collector has nothing
+// in it to scan. See bench/README.md for the numbers.
 
 // Worker is a live node as the allocator sees it.
 type Worker struct {
@@ -61,6 +70,9 @@ type PlanInput struct {
 	// its owner is alive it is in flight and uses the throttle. An Unassigned row with an
 	// eligible Target goes back to that Target when the Target has room (the sticky hint
 	// kept after an acknowledged release).
+	//
+	// Any order gives the same plan; rows sorted by partition, as a store lists them, are
+	// read fastest (see lookup).
 	Current []Assignment
 	// MaxInFlight bounds partitions Releasing at once cluster-wide (0 = unlimited);
 	// MaxInFlightPerWorker bounds those releasing from one worker.
@@ -81,21 +93,41 @@ type Move struct {
 	From, To  string
 }
 
-// Plan is the allocator's answer. Its slices are sorted by partition; treat them as
-// read-only.
+// PlanMove is a Move in its Plan's compact form: indices into the Plan's TaskLists and
+// Workers. Plan.Move expands it.
+type PlanMove struct {
+	TaskList  int32 // index into Plan.TaskLists
+	Partition int32 // partition number within the task list
+	From, To  int32 // indices into Plan.Workers; From is -1 when the partition had no owner
+}
+
+// Plan is the allocator's answer, in a compact form: a worker is an index into Workers
+// and a partition a (task list, number) pair, so that a plan of a million partitions is
+// a few arrays of integers. Spelling every partition out as strings (a PartitionID and
+// an owner id: 56 bytes each) cost more than planning itself, and the garbage collector
+// then had to scan it all; the Node reads only Assign and Release. Targets, TargetOf,
+// Move and ExpandMoves give the spelled-out form. Treat the slices as read-only.
 type Plan struct {
-	// Target: every configured partition exactly once, sorted, with its target owner.
-	Target []Placement
+	// TaskLists: the task lists of the input that have partitions, sorted by (domain,
+	// name), each once (a task list listed twice keeps the larger count). Every one of
+	// their partitions is in the plan.
+	TaskLists []TaskList
+	// Workers: the ids the indices refer to: the live workers sorted by id, then the
+	// dead owners that moves come from, sorted.
+	Workers []string
+	// Owner[t][k] is the target owner (an index into Workers) of partition k of
+	// TaskLists[t], or -1 when no worker is eligible.
+	Owner [][]int32
 	// Moves: every partition whose target owner differs from its current owner, sorted.
-	// A partition whose target is "" (no eligible worker) is not a move. A Releasing row
+	// A partition whose target is none (no eligible worker) is not a move. A Releasing row
 	// is a move from its owner to its target until it is released.
-	Moves []Move
+	Moves []PlanMove
 	// Assign: partitions with no live owner (unassigned, owner dead or absent) to assign
 	// now. Not throttled: nobody is processing them.
-	Assign []Move
+	Assign []PlanMove
 	// Release: moves away from a live owner to start now (state → Releasing), within the
 	// throttle. Partitions already Releasing are never in here.
-	Release []Move
+	Release []PlanMove
 	// Reason is set when partitions are left without an owner (no eligible worker).
 	Reason string
 	// Spread is the cluster-wide spread: max − min over eligible workers of
@@ -104,6 +136,76 @@ type Plan struct {
 	// InFlight is the number of partitions Releasing from a live owner before this plan
 	// (they count against MaxInFlight).
 	InFlight int
+}
+
+// WorkerID is the id of worker index i, "" for -1.
+func (p Plan) WorkerID(i int32) string {
+	if i < 0 {
+		return ""
+	}
+	return p.Workers[i]
+}
+
+// Move spells m out.
+func (p Plan) Move(m PlanMove) Move {
+	t := &p.TaskLists[m.TaskList]
+	return Move{
+		Partition: PartitionID{Domain: t.Domain, TaskList: t.Name, Partition: int(m.Partition)},
+		From:      p.WorkerID(m.From),
+		To:        p.WorkerID(m.To),
+	}
+}
+
+// ExpandMoves spells out a list of moves (Moves, Assign or Release); nil when empty.
+func (p Plan) ExpandMoves(ms []PlanMove) []Move {
+	if len(ms) == 0 {
+		return nil
+	}
+	out := make([]Move, len(ms))
+	for i, m := range ms {
+		out[i] = p.Move(m)
+	}
+	return out
+}
+
+// Partitions is the number of partitions in the plan.
+func (p Plan) Partitions() int {
+	n := 0
+	for _, t := range p.TaskLists {
+		n += t.Partitions
+	}
+	return n
+}
+
+// Targets spells out the target of every partition, sorted, each once: what `helix
+// plan` prints. It allocates 56 bytes per partition; the Node never needs it.
+func (p Plan) Targets() []Placement {
+	out := make([]Placement, 0, p.Partitions())
+	for t := range p.TaskLists {
+		tl := &p.TaskLists[t]
+		for k, o := range p.Owner[t] {
+			out = append(out, Placement{
+				Partition: PartitionID{Domain: tl.Domain, TaskList: tl.Name, Partition: k},
+				Owner:     p.WorkerID(o),
+			})
+		}
+	}
+	return out
+}
+
+// TargetOf is the target owner of one partition: "" when no worker is eligible or the
+// partition is not in the plan.
+func (p Plan) TargetOf(id PartitionID) string {
+	t, found := slices.BinarySearchFunc(p.TaskLists, id, func(tl TaskList, id PartitionID) int {
+		if c := strings.Compare(tl.Domain, id.Domain); c != 0 {
+			return c
+		}
+		return strings.Compare(tl.Name, id.TaskList)
+	})
+	if !found || id.Partition < 0 || id.Partition >= len(p.Owner[t]) {
+		return ""
+	}
+	return p.WorkerID(p.Owner[t][id.Partition])
 }
 
 // PlanAssignments computes the target assignment and the actions to take now.
@@ -116,24 +218,26 @@ func planWithFlaws(in PlanInput, f flaw.Set) Plan {
 	return a.plan(in, f)
 }
 
-// aWorker is one distinct worker id, with the allocator's running state.
+// aWorker is one distinct worker (its id is allocator.ids at the same index), with the
+// allocator's running state.
 type aWorker struct {
-	id       string
 	cap      int64
-	draining bool
+	rel      int32 // partitions targeted to it so far, less its class's offset
+	brel     int32 // the rel it is filed under in its class's buckets (see syncBuckets)
 	rank     int32 // tie-break order: by id (or input order under AllocUnsortedTieBreak)
 	class    int32 // index into classes; -1 when not eligible
 	member   int32 // position in its class's members
-	rel      int64 // partitions targeted to it so far, less its class's offset
+	inflight int32 // rows Releasing from it (it is alive, so they are in flight)
+	draining bool
+	dirty    bool // in allocator.dirty: rel != brel
 
-	// Per task list scratch, valid when stamp == the task list's number + 1.
+	// Per task list scratch, valid when stamp == allocator.stamp.
 	stamp  int32
 	cur    int32 // partitions it holds now (rows counting toward its share)
 	kept   int32 // partitions targeted to it so far in this task list
+	need   int32 // once listed: partitions it still gets from the pool
 	extra  bool  // gets floor + 1 in this task list
 	listed bool  // already in the deficit list
-
-	inflight int32 // rows Releasing from it (it is alive, so they are in flight)
 }
 
 // aClass is the eligible workers of one capacity.
@@ -160,12 +264,24 @@ type aClass struct {
 
 func (a *allocator) total(i int32) int64 {
 	w := &a.workers[i]
-	return w.rel + a.classes[w.class].offset
+	return int64(w.rel) + a.classes[w.class].offset
 }
 
 // add puts a member in bucket rel; remove takes it out.
-func (cl *aClass) add(m int32, rel int64) {
-	for int64(len(cl.buckets)) <= rel {
+func (cl *aClass) add(m int32, rel int32) {
+	if int(rel) < len(cl.buckets) {
+		if b := cl.buckets[rel]; b != nil {
+			b[uint32(m)/64] |= 1 << (uint32(m) % 64)
+			cl.count[rel]++
+			return
+		}
+	}
+	cl.addNew(m, rel)
+}
+
+// addNew is add to a bucket that is empty.
+func (cl *aClass) addNew(m int32, rel int32) {
+	for len(cl.buckets) <= int(rel) {
 		cl.buckets = append(cl.buckets, nil)
 		cl.count = append(cl.count, 0)
 	}
@@ -178,13 +294,13 @@ func (cl *aClass) add(m int32, rel int64) {
 		}
 		cl.buckets[rel] = b
 	}
-	b[m/64] |= 1 << (m % 64)
+	b[uint32(m)/64] |= 1 << (uint32(m) % 64)
 	cl.count[rel]++
 }
 
-func (cl *aClass) remove(m int32, rel int64) {
+func (cl *aClass) remove(m int32, rel int32) {
 	b := cl.buckets[rel]
-	b[m/64] &^= 1 << (m % 64)
+	b[uint32(m)/64] &^= 1 << (uint32(m) % 64)
 	if cl.count[rel]--; cl.count[rel] == 0 {
 		cl.buckets[rel] = nil
 		cl.spare = append(cl.spare, b)
@@ -196,14 +312,15 @@ func (cl *aClass) startIter() {
 	cl.itRel, cl.itWord, cl.itBits = -1, cl.words, 0
 }
 
-// next returns the next member in (rel, rank) order for which skip is false, or -1.
-func (a *allocator) next(cl *aClass, skip func(int32) bool) int32 {
+// next returns the next member in (rel, rank) order that is not already an extra of
+// the current task list, or -1.
+func (a *allocator) next(cl *aClass) int32 {
 	for {
 		for cl.itBits != 0 {
 			b := bits.TrailingZeros64(cl.itBits)
 			cl.itBits &= cl.itBits - 1
 			i := cl.members[cl.itWord*64+b]
-			if !skip(i) {
+			if w := &a.workers[i]; w.stamp != a.stamp || !w.extra {
 				return i
 			}
 		}
@@ -225,20 +342,115 @@ func (a *allocator) next(cl *aClass, skip func(int32) bool) int32 {
 
 type aTaskList struct {
 	tl  TaskList
-	off int // index of its partition 0 in the slot arrays
+	off int // the slot of its partition 0
 }
 
-type tlKey struct{ d, n string }
+// tlFinder finds the slot of a row's partition. Rows come sorted, so consecutive rows
+// share a task list: it remembers the last one (a miss too) and compares the row's
+// names with it; when they change it tries the next task list, then binary search.
+type tlFinder struct {
+	tls  []aTaskList // sorted by (domain, name), each once
+	last int32       // index into tls; -1 before the first row, -2 after a task list not configured
+	next int         // the task list after the last one found
+	d, n string
+}
+
+// slot returns the slot of id, or -1 when its task list is not configured or the number
+// is out of range.
+func (f *tlFinder) slot(id *PartitionID) int {
+	if f.last == -1 || id.Domain != f.d || id.TaskList != f.n {
+		f.last, f.d, f.n = -2, id.Domain, id.TaskList
+		if nx := f.next; nx < len(f.tls) && f.tls[nx].tl.Domain == id.Domain && f.tls[nx].tl.Name == id.TaskList {
+			f.last = int32(nx)
+		} else if i, ok := slices.BinarySearchFunc(f.tls, id, cmpTaskList); ok {
+			f.last = int32(i)
+		}
+		if f.last >= 0 {
+			f.next = int(f.last) + 1
+		}
+	}
+	if f.last < 0 {
+		return -1
+	}
+	t := &f.tls[f.last]
+	if id.Partition < 0 || id.Partition >= t.tl.Partitions {
+		return -1
+	}
+	return t.off + id.Partition
+}
 
 type allocator struct {
 	flaws   flaw.Set
+	ids     []string // the distinct worker ids, sorted: worker i is ids[i]
 	workers []aWorker
-	byID    map[string]int32
 	classes []aClass
 	capSum  int64
 
-	lastOwner   string
+	// Owner lookups: the last worker found (noOwner at first), the binary searches made
+	// so far, and the map that replaces them once there are many (nil until then).
 	lastOwnerIx int32
+	stepped     bool // the last guess that hit was "the worker after the last one": try it first
+	searches    int
+	byID        map[string]int32
+
+	// Per task list: its stamp (its index + 1; a worker's scratch is valid when its stamp
+	// equals it), and lists of worker indices reused from one task list to the next.
+	stamp                   int32
+	touched, cands, deficit []int32
+	// dirty lists the workers whose rel changed since they were last filed in their
+	// class's buckets: only the free extras (step 4) read the buckets, and many plans
+	// (every task list already balanced, as after a join) never need them.
+	dirty []int32
+}
+
+// syncBuckets files the dirty workers under their current rel: one by one, or, when
+// they are many, by refiling every member in order, which writes each bitset word in
+// sequence rather than taking every worker out of one bucket and into another.
+func (a *allocator) syncBuckets() {
+	if 4*len(a.dirty) >= len(a.workers) {
+		for _, i := range a.dirty {
+			a.workers[i].dirty = false
+		}
+		a.dirty = a.dirty[:0]
+		for c := range a.classes {
+			cl := &a.classes[c]
+			for r, b := range cl.buckets {
+				if b != nil {
+					clear(b)
+					cl.spare = append(cl.spare, b)
+					cl.buckets[r], cl.count[r] = nil, 0
+				}
+			}
+			// add, by hand: this loop and the one below are the allocator's hottest, and
+			// the compiler does not inline add.
+			for m, i := range cl.members {
+				w := &a.workers[i]
+				rel := w.rel
+				w.brel = rel
+				if int(rel) < len(cl.buckets) && cl.buckets[rel] != nil {
+					cl.buckets[rel][uint(m)/64] |= 1 << (uint(m) % 64)
+					cl.count[rel]++
+				} else {
+					cl.addNew(int32(m), rel)
+				}
+			}
+		}
+		return
+	}
+	for _, i := range a.dirty {
+		w := &a.workers[i]
+		cl := &a.classes[w.class]
+		cl.remove(w.member, w.brel)
+		rel := w.rel
+		w.brel, w.dirty = rel, false
+		if int(rel) < len(cl.buckets) && cl.buckets[rel] != nil {
+			cl.buckets[rel][uint32(w.member)/64] |= 1 << (uint32(w.member) % 64)
+			cl.count[rel]++
+		} else {
+			cl.addNew(w.member, rel)
+		}
+	}
+	a.dirty = a.dirty[:0]
 }
 
 const (
@@ -250,16 +462,52 @@ func (a *allocator) lookup(id string) int32 {
 	if id == "" {
 		return noOwner
 	}
-	// Rows of one owner often come together; skip the map for a repeat.
-	if id == a.lastOwner && a.lastOwnerIx != noOwner {
-		return a.lastOwnerIx
+	// Rows come sorted by partition, and in an assignment this allocator made, runs of
+	// partitions go to one worker (a task list with more partitions than workers) or to
+	// workers next to each other in id order (the pool is dealt out in id order): try the
+	// last owner found and the one after it first. A miss costs two short comparisons; a
+	// hit saves a hash and a probe of a table too large for the L1 cache.
+	// Which of the two hit last time is tried first, so a run costs one comparison.
+	if l := a.lastOwnerIx; l >= 0 {
+		n := l + 1
+		if a.stepped && int(n) < len(a.ids) && a.ids[n] == id {
+			a.lastOwnerIx = n
+			return n
+		}
+		if a.ids[l] == id {
+			a.stepped = false
+			return l
+		}
+		if !a.stepped && int(n) < len(a.ids) && a.ids[n] == id {
+			a.lastOwnerIx, a.stepped = n, true
+			return n
+		}
 	}
-	ix, ok := a.byID[id]
+	ix, ok := a.find(id)
 	if !ok {
 		return deadOwner
 	}
-	a.lastOwner, a.lastOwnerIx = id, ix
+	a.lastOwnerIx = ix
 	return ix
+}
+
+// find looks an id up by binary search over the sorted ids while few lookups have missed
+// the guesses, and builds a map once that costs less than the searches to come: a plan
+// that finds nearly every owner by guessing then never pays for hashing every worker id.
+func (a *allocator) find(id string) (int32, bool) {
+	if a.byID == nil {
+		if a.searches < 64+len(a.ids)/4 {
+			a.searches++
+			i, ok := slices.BinarySearch(a.ids, id)
+			return int32(i), ok
+		}
+		a.byID = make(map[string]int32, len(a.ids))
+		for i, id := range a.ids {
+			a.byID[id] = int32(i)
+		}
+	}
+	ix, ok := a.byID[id]
+	return ix, ok
 }
 
 func (a *allocator) byRank(x, y int32) int { return int(a.workers[x].rank) - int(a.workers[y].rank) }
@@ -274,6 +522,54 @@ func (a *allocator) lessLoad(i, j int32) bool {
 		return l < r
 	}
 	return wi.rank < wj.rank
+}
+
+// cmpLoad is lessLoad as a three-way comparison, for slices.SortFunc.
+func (a *allocator) cmpLoad(x, y int32) int {
+	switch {
+	case x == y:
+		return 0
+	case a.lessLoad(x, y):
+		return -1
+	}
+	return 1
+}
+
+// touch starts worker i's scratch for the current task list, once.
+func (a *allocator) touch(i int32) {
+	w := &a.workers[i]
+	if w.stamp != a.stamp {
+		w.stamp, w.cur, w.kept, w.extra, w.listed = a.stamp, 0, 0, false, false
+		a.touched = append(a.touched, i)
+	}
+}
+
+// quota is what eligible worker i gets of the current task list: its class's floor, + 1
+// when it has an extra slot.
+func (a *allocator) quota(i int32) int32 {
+	w := &a.workers[i]
+	q := int32(a.classes[w.class].floor)
+	if w.stamp == a.stamp && w.extra {
+		q++
+	}
+	return q
+}
+
+// addDeficit lists worker i for the pool if it is below its quota, with what it needs.
+func (a *allocator) addDeficit(i int32) {
+	a.touch(i)
+	w := &a.workers[i]
+	if w.listed {
+		return
+	}
+	q := int32(a.classes[w.class].floor)
+	if w.extra {
+		q++
+	}
+	if w.kept < q {
+		w.listed, w.need = true, q-w.kept
+		a.deficit = append(a.deficit, i)
+	}
 }
 
 func (a *allocator) setupWorkers(in PlanInput) {
@@ -317,27 +613,34 @@ func (a *allocator) setupWorkers(in PlanInput) {
 	if !sorted {
 		n = len(es)
 	}
-	// The map's keys are copied into one arena, so that the key comparisons of the many
-	// owner lookups read neighbouring memory rather than strings scattered in the heap.
+	at := func(i int) (Worker, int32) {
+		if sorted {
+			return in.Workers[i], int32(i)
+		}
+		return es[i].w, es[i].pos
+	}
+	// The ids are copied into one arena, so that the comparisons of the many owner
+	// lookups read neighbouring memory rather than strings scattered in the heap (and
+	// the plan, which keeps them as Plan.Workers, holds one object rather than many).
 	size := 0
 	for i := 0; i < n; i++ {
-		if sorted {
-			size += len(in.Workers[i].ID)
-		} else {
-			size += len(es[i].w.ID)
-		}
+		w, _ := at(i)
+		size += len(w.ID)
 	}
 	var arena strings.Builder
 	arena.Grow(size)
-	a.workers = make([]aWorker, n)
-	a.byID = make(map[string]int32, n)
 	for i := 0; i < n; i++ {
-		w, pos := Worker{}, int32(i)
-		if sorted {
-			w = in.Workers[i]
-		} else {
-			w, pos = es[i].w, es[i].pos
-		}
+		w, _ := at(i)
+		arena.WriteString(w.ID)
+	}
+	keys := arena.String()
+	a.ids = make([]string, n, n+8) // room for a few dead owners in Plan.Workers
+	a.workers = make([]aWorker, n)
+	off := 0
+	var caps []int64 // distinct capacities of eligible workers, sorted
+	nEligible := 0
+	for i := 0; i < n; i++ {
+		w, pos := at(i)
 		if w.Capacity < 1 {
 			w.Capacity = 1
 		}
@@ -346,35 +649,28 @@ func (a *allocator) setupWorkers(in PlanInput) {
 			// FLAW: ties broken in input order, so a shuffled input plans differently.
 			rank = pos
 		}
-		a.workers[i] = aWorker{id: w.ID, cap: int64(w.Capacity), draining: w.Draining, rank: rank, class: -1}
-		arena.WriteString(w.ID)
-	}
-	keys := arena.String()
-	off := 0
-	for i := range a.workers {
-		l := len(a.workers[i].id)
-		a.byID[keys[off:off+l]] = int32(i)
-		off += l
+		a.ids[i] = keys[off : off+len(w.ID)]
+		off += len(w.ID)
+		a.workers[i] = aWorker{cap: int64(w.Capacity), draining: w.Draining, rank: rank, class: -1}
+		if !w.Draining {
+			nEligible++
+			// Capacities are few and usually equal: check the last one before searching.
+			if k := len(caps); k == 0 || caps[k-1] != int64(w.Capacity) {
+				if c, found := slices.BinarySearch(caps, int64(w.Capacity)); !found {
+					caps = slices.Insert(caps, c, int64(w.Capacity))
+				}
+			}
+		}
 	}
 	a.lastOwnerIx = noOwner
 
-	// Classes by capacity (few distinct values, kept sorted by insertion); members in
-	// rank order, all in bucket 0.
-	var caps []int64
-	for i := range a.workers {
-		w := &a.workers[i]
-		if w.draining {
-			continue
-		}
-		if c, found := slices.BinarySearch(caps, w.cap); !found {
-			caps = slices.Insert(caps, c, w.cap)
-		}
-	}
+	// Classes by capacity; members in rank order, all in bucket 0.
 	a.classes = make([]aClass, len(caps))
 	for c, cp := range caps {
 		a.classes[c].cap = cp
 	}
-	order := make([]int32, 0, len(a.workers))
+	order := make([]int32, 0, nEligible)
+	a.dirty = make([]int32, 0, nEligible)
 	for i := range a.workers {
 		if !a.workers[i].draining {
 			order = append(order, int32(i))
@@ -383,13 +679,18 @@ func (a *allocator) setupWorkers(in PlanInput) {
 	if a.flaws.Has(flaw.AllocUnsortedTieBreak) {
 		slices.SortFunc(order, a.byRank)
 	}
+	if len(caps) == 1 {
+		a.classes[0].members = order
+	}
 	for _, i := range order {
 		w := &a.workers[i]
-		c, _ := slices.BinarySearch(caps, w.cap)
+		c := 0
+		if len(caps) > 1 {
+			c, _ = slices.BinarySearch(caps, w.cap)
+			a.classes[c].members = append(a.classes[c].members, i)
+		}
 		w.class = int32(c)
 		a.capSum += w.cap
-		cl := &a.classes[c]
-		cl.members = append(cl.members, i)
 	}
 	for c := range a.classes {
 		cl := &a.classes[c]
@@ -408,21 +709,53 @@ const (
 	kindInFlight              // Releasing from a live owner: wait for the ack
 	kindMask     uint8 = 3
 
-	kindViaRelease uint8 = 4 // the holder is the eligible Target of a Releasing row
+	kindViaRelease uint8 = 4  // the hold is the eligible Target of a Releasing row
+	kindHint       uint8 = 8  // the hold is not a holder but a hint: the eligible Target of an Unassigned row
+	kindSeen       uint8 = 16 // the slot has a row
+	kindBits             = 5
 )
 
+// aSlot is what one partition's current row means, worked out in one pass over the rows
+// (they are large; reading them once matters at a million), in 8 bytes: the zero value
+// means "no row", so the array needs no initialisation.
+type aSlot struct {
+	// owner is the current owner: worker index + 1; 0 for none; -(r+1) for an owner
+	// that is not a listed worker, r being the row (which names it).
+	owner int32
+	// hk is (hold + 1) << kindBits | kind, hold being the eligible worker the row counts
+	// toward (its Assigned owner, or with kindViaRelease the Target of a Releasing row)
+	// or with kindHint the eligible worker it should go back to after an acknowledged
+	// release; -1 for none. (Worker indices thus have 27 bits: 134 million workers.)
+	hk uint32
+}
+
+func (s aSlot) kind() uint8 { return uint8(s.hk & (1<<kindBits - 1)) }
+
+func (s aSlot) hold() int32 { return int32(s.hk>>kindBits) - 1 }
+
+// ownerIx is the current owner: a worker index, noOwner or deadOwner.
+func (s aSlot) ownerIx() int32 {
+	switch {
+	case s.owner > 0:
+		return s.owner - 1
+	case s.owner == 0:
+		return noOwner
+	}
+	return deadOwner
+}
+
 // derive reads one row: its current owner (worker index, noOwner or deadOwner), the
-// eligible worker whose share it counts toward (-1: none), the eligible worker it should
-// go back to after an acknowledged release (-1: none), and its kind.
-func (a *allocator) derive(row *Assignment) (owner, holder, hint int32, kind uint8) {
-	owner, holder, hint, kind = noOwner, -1, -1, kindFree
+// eligible worker whose share it counts toward or that it hints at (-1: none), and its
+// kind.
+func (a *allocator) derive(row *Assignment) (owner, hold int32, kind uint8) {
+	owner, hold, kind = noOwner, -1, kindFree
 	switch row.State {
 	case Assigned:
 		owner = a.lookup(row.Owner)
 		if owner >= 0 {
 			kind = kindHeld
 			if a.eligible(owner) {
-				holder = owner
+				hold = owner
 			}
 		}
 	case Releasing:
@@ -431,15 +764,56 @@ func (a *allocator) derive(row *Assignment) (owner, holder, hint int32, kind uin
 			kind = kindInFlight
 		}
 		if to := a.lookup(row.Target); a.eligible(to) {
-			holder = to
+			hold = to
 			kind |= kindViaRelease
 		}
 	case Unassigned:
 		if to := a.lookup(row.Target); a.eligible(to) {
-			hint = to
+			hold = to
+			kind |= kindHint
 		}
 	}
-	return owner, holder, hint, kind
+	return owner, hold, kind
+}
+
+// readRows fills the slots from the rows, in one pass.
+func (a *allocator) readRows(rows []Assignment, slots []aSlot, f tlFinder) {
+	// rowOf[s] is the row that counts for slot s; kept only once a partition turns out
+	// to be listed twice (never, for rows read from a store), as the slots alone do not
+	// say which row they came from.
+	var rowOf []int32
+	start := f
+	for r := range rows {
+		row := &rows[r]
+		s := f.slot(&row.Partition)
+		if s < 0 {
+			continue
+		}
+		sl := &slots[s]
+		if sl.kind()&kindSeen != 0 {
+			if rowOf == nil {
+				// The rows before this one listed every partition at most once.
+				rowOf = make([]int32, len(slots))
+				g := start
+				for q := 0; q < r; q++ {
+					if s := g.slot(&rows[q].Partition); s >= 0 {
+						rowOf[s] = int32(q)
+					}
+				}
+			}
+			if !rowLess(row, &rows[rowOf[s]]) {
+				continue
+			}
+		}
+		if rowOf != nil {
+			rowOf[s] = int32(r)
+		}
+		o, h, k := a.derive(row)
+		if o == deadOwner {
+			o = -int32(r) - 2
+		}
+		sl.owner, sl.hk = o+1, uint32(h+1)<<kindBits|uint32(k|kindSeen)
+	}
 }
 
 func (a *allocator) plan(in PlanInput, f flaw.Set) Plan {
@@ -463,93 +837,46 @@ func (a *allocator) plan(in PlanInput, f flaw.Set) Plan {
 		return y.tl.Partitions - x.tl.Partitions
 	})
 	tls = slices.CompactFunc(tls, func(x, y aTaskList) bool { return x.tl.Domain == y.tl.Domain && x.tl.Name == y.tl.Name })
-	n, maxP := 0, 0
-	tlIx := make(map[tlKey]int32, len(tls))
+	n := 0
+	var p Plan
+	p.TaskLists = make([]TaskList, len(tls))
 	for i := range tls {
 		tls[i].off = n
 		n += tls[i].tl.Partitions
-		maxP = max(maxP, tls[i].tl.Partitions)
-		tlIx[tlKey{tls[i].tl.Domain, tls[i].tl.Name}] = int32(i)
+		p.TaskLists[i] = tls[i].tl
 	}
 
-	// slot[s] is the index in in.Current of partition s's row, -1 when it has none.
-	slot := make([]int32, n)
-	for i := range slot {
-		slot[i] = -1
-	}
-	// What each slot's row means, worked out in this one pass over the rows (they are
-	// large; reading them once matters at a million): owner1, holder1 and hint1 hold a
-	// worker index + 1, so that 0 means none without initialising the arrays (owner1 is
-	// -1 for a dead owner); kind is the row's kind, plus kindViaRelease when its holder
-	// is the Target of a Releasing row.
-	owner1 := make([]int32, n)
-	holder1 := make([]int32, n)
-	hint1 := make([]int32, n)
-	kind := make([]uint8, n)
-	lastTL, lastD, lastN := int32(-1), "", ""
-	for r := range in.Current {
-		row := &in.Current[r]
-		id := row.Partition
-		if lastTL == -1 || id.Domain != lastD || id.TaskList != lastN {
-			ix, ok := tlIx[tlKey{id.Domain, id.TaskList}]
-			if !ok {
-				ix = -1
-			}
-			lastTL, lastD, lastN = ix, id.Domain, id.TaskList
-			if !ok {
-				lastTL = -2 // remember the miss too
-			}
-		}
-		if lastTL < 0 {
-			continue
-		}
-		t := &tls[lastTL]
-		if id.Partition < 0 || id.Partition >= t.tl.Partitions {
-			continue
-		}
-		s := t.off + id.Partition
-		if old := slot[s]; old < 0 || rowLess(row, &in.Current[old]) {
-			slot[s] = int32(r)
-			o, h, hn, k := a.derive(row)
-			owner1[s], holder1[s], hint1[s], kind[s] = o+1, h+1, hn+1, k
-		}
-	}
+	slots := make([]aSlot, n)
+	a.readRows(in.Current, slots, tlFinder{tls: tls, last: -1})
 
-	// tg[s] is slot s's target worker, -1 for none (set per task list below).
-	tg := make([]int32, n)
+	// own[s] is slot s's target worker, -1 for none (set per task list below); Plan.Owner
+	// cuts it into task lists.
+	own := make([]int32, n)
+	p.Owner = make([][]int32, len(tls))
 
-	// Per task list scratch.
-	holder := make([]int32, maxP)
-	hint := make([]int32, maxP)
-	inflightHeld := make([]bool, maxP)
-	var touched, cands, deficit []int32
-
-	var p Plan
 	eligibleAny := a.capSum > 0
 	for t := range tls {
 		tl := &tls[t]
 		P := tl.tl.Partitions
-		stamp := int32(t + 1)
-		touched = touched[:0]
-		touch := func(i int32) {
-			w := &a.workers[i]
-			if w.stamp != stamp {
-				w.stamp, w.cur, w.kept, w.extra, w.listed = stamp, 0, 0, false, false
-				touched = append(touched, i)
-			}
-		}
+		ss := slots[tl.off : tl.off+P]
+		tg := own[tl.off : tl.off+P : tl.off+P]
+		p.Owner[t] = tg
+		a.stamp = int32(t + 1)
+		a.touched = a.touched[:0]
 
-		// 1. Who holds what, in-flight releases, hints.
-		for k := 0; k < P; k++ {
-			s := tl.off + k
-			tg[s] = -1
-			holder[k], hint[k], inflightHeld[k] = holder1[s]-1, hint1[s]-1, kind[s]&kindViaRelease != 0
-			if kind[s]&kindMask == kindInFlight {
-				a.workers[owner1[s]-1].inflight++
+		// 1. Who holds what, in-flight releases. The flags let later passes be skipped
+		// when they have nothing to do, as for most task lists of a settled cluster.
+		var flags uint8
+		for k, sl := range ss {
+			tg[k] = -1
+			kd := sl.kind()
+			flags |= kd
+			if kd&kindMask == kindInFlight {
+				a.workers[sl.owner-1].inflight++
 				p.InFlight++
 			}
-			if h := holder[k]; h >= 0 {
-				touch(h)
+			if h := sl.hold(); h >= 0 && kd&kindHint == 0 {
+				a.touch(h)
 				a.workers[h].cur++
 			}
 		}
@@ -568,40 +895,32 @@ func (a *allocator) plan(in PlanInput, f flaw.Set) Plan {
 		}
 
 		// 3. Sticky extras: to holders above their floor, fewest-so-far first.
-		cands = cands[:0]
-		for _, i := range touched {
+		a.cands = a.cands[:0]
+		for _, i := range a.touched {
 			w := &a.workers[i]
 			cl := &a.classes[w.class]
 			if cl.frac && int64(w.cur) > cl.floor {
-				cands = append(cands, i)
+				a.cands = append(a.cands, i)
 			}
 		}
-		if int64(len(cands)) > R {
-			slices.SortFunc(cands, func(x, y int32) int {
-				switch {
-				case x == y:
-					return 0
-				case a.lessLoad(x, y):
-					return -1
-				}
-				return 1
-			})
-			cands = cands[:R]
+		if int64(len(a.cands)) > R {
+			slices.SortFunc(a.cands, a.cmpLoad)
+			a.cands = a.cands[:R]
 		}
-		for _, i := range cands {
+		for _, i := range a.cands {
 			a.workers[i].extra = true
 		}
-		R -= int64(len(cands))
+		R -= int64(len(a.cands))
 
 		// 4. Free extras: to the eligible workers with the fewest so far.
 		if R > 0 {
-			marked := func(i int32) bool { w := &a.workers[i]; return w.stamp == stamp && w.extra }
+			a.syncBuckets()
 			for c := range a.classes {
 				cl := &a.classes[c]
 				cl.peek = -1
 				if cl.frac {
 					cl.startIter()
-					cl.peek = a.next(cl, marked)
+					cl.peek = a.next(cl)
 				}
 			}
 			for ; R > 0; R-- {
@@ -616,168 +935,176 @@ func (a *allocator) plan(in PlanInput, f flaw.Set) Plan {
 				}
 				cl := &a.classes[best]
 				i := cl.peek
-				touch(i)
+				a.touch(i)
 				a.workers[i].extra = true
-				cl.peek = a.next(cl, marked)
+				cl.peek = a.next(cl)
 			}
 		}
-		// The extras' totals grow by one: next bucket.
-		for _, i := range touched {
-			w := &a.workers[i]
-			if w.extra {
-				cl := &a.classes[w.class]
-				cl.remove(w.member, w.rel)
+		// The extras' totals grow by one (their bucket follows in syncBuckets).
+		for _, i := range a.touched {
+			if w := &a.workers[i]; w.extra {
 				w.rel++
-				cl.add(w.member, w.rel)
+				if !w.dirty {
+					w.dirty = true
+					a.dirty = append(a.dirty, i)
+				}
 			}
-		}
-
-		quota := func(i int32) int32 {
-			w := &a.workers[i]
-			q := int32(a.classes[w.class].floor)
-			if w.stamp == stamp && w.extra {
-				q++
-			}
-			return q
 		}
 
 		// 5. Keep: each holder keeps up to its quota, Assigned rows first (lowest numbers
 		// first), then Releasing rows headed to it. Giving away an in-flight row costs no
 		// extra handoff, giving away an Assigned one does.
-		for pass := 0; pass < 2; pass++ {
-			wantInFlight := pass == 1
-			for k := 0; k < P; k++ {
-				h := holder[k]
-				if h < 0 || inflightHeld[k] != wantInFlight {
+		placed := 0
+		for pass := uint8(0); pass < 2; pass++ {
+			want := pass * kindViaRelease
+			if want != 0 && flags&kindViaRelease == 0 {
+				break
+			}
+			for k, sl := range ss {
+				h := sl.hold()
+				if h < 0 || sl.kind()&(kindHint|kindViaRelease) != want {
 					continue
 				}
-				if a.workers[h].kept < quota(h) {
-					a.workers[h].kept++
-					tg[tl.off+k] = h
+				if w := &a.workers[h]; w.kept < a.quota(h) {
+					w.kept++
+					tg[k] = h
+					placed++
 				}
 			}
 		}
 		// 6. Hints: an acknowledged release goes back to its intended target if it has room.
-		for k := 0; k < P; k++ {
-			s := tl.off + k
-			if tg[s] >= 0 || hint[k] < 0 {
+		for k, sl := range ss {
+			if flags&kindHint == 0 {
+				break
+			}
+			if tg[k] >= 0 || sl.kind()&kindHint == 0 {
 				continue
 			}
-			h := hint[k]
-			if q := quota(h); q > 0 {
-				touch(h)
-				if a.workers[h].kept < q {
-					a.workers[h].kept++
-					tg[s] = h
+			h := sl.hold()
+			if q := a.quota(h); q > 0 {
+				a.touch(h)
+				if w := &a.workers[h]; w.kept < q {
+					w.kept++
+					tg[k] = h
+					placed++
 				}
 			}
 		}
-		// 7. The rest of the pool to the workers below quota, in rank order.
-		deficit = deficit[:0]
-		addDeficit := func(i int32) {
-			touch(i)
-			w := &a.workers[i]
-			if !w.listed && w.kept < quota(i) {
-				w.listed = true
-				deficit = append(deficit, i)
-			}
+		if placed == P {
+			continue // nothing left for the pool
 		}
-		for _, i := range touched {
-			addDeficit(i)
+		// 7. The rest of the pool to the workers below quota, in rank order.
+		a.deficit = a.deficit[:0]
+		for _, i := range a.touched { // all touched already: the loop does not grow it
+			a.addDeficit(i)
 		}
 		for c := range a.classes {
 			if a.classes[c].floor > 0 {
 				for _, i := range a.classes[c].members {
-					addDeficit(i)
+					a.addDeficit(i)
 				}
 			}
 		}
-		if !slices.IsSortedFunc(deficit, a.byRank) {
-			slices.SortFunc(deficit, a.byRank)
+		for j := 1; j < len(a.deficit); j++ {
+			if a.workers[a.deficit[j-1]].rank > a.workers[a.deficit[j]].rank {
+				slices.SortFunc(a.deficit, a.byRank)
+				break
+			}
 		}
 		d := 0
-		for k := 0; k < P; k++ {
-			s := tl.off + k
-			if tg[s] >= 0 {
+		for k := range tg {
+			if tg[k] >= 0 {
 				continue
 			}
-			for a.workers[deficit[d]].kept >= quota(deficit[d]) {
+			for a.workers[a.deficit[d]].need == 0 {
 				d++
 			}
-			a.workers[deficit[d]].kept++
-			tg[s] = deficit[d]
+			a.workers[a.deficit[d]].need--
+			tg[k] = a.deficit[d]
 		}
 	}
 
-	// Outputs, sized exactly.
-	p.Target = make([]Placement, n)
+	// Outputs, sized exactly. First count, and collect the dead owners that moves come
+	// from: they get indices after the live workers, in id order.
 	nMoves, nAssign, nRel := 0, 0, 0
-	for s := 0; s < n; s++ {
-		to := tg[s]
+	var dead map[string]int32
+	for s, to := range own {
 		if to < 0 {
 			continue
 		}
-		switch kind[s] & kindMask {
+		sl := slots[s]
+		switch sl.kind() & kindMask {
 		case kindFree:
 			nAssign++
 			nMoves++
+			if sl.owner < 0 {
+				if dead == nil {
+					dead = map[string]int32{}
+				}
+				dead[in.Current[-sl.owner-1].Owner] = 0
+			}
 		case kindHeld:
-			if (owner1[s] - 1) != to {
+			if sl.owner-1 != to {
 				nRel++
 				nMoves++
 			}
 		case kindInFlight:
-			if (owner1[s] - 1) != to {
+			if sl.owner-1 != to {
 				nMoves++
 			}
 		}
 	}
-	p.Moves = make([]Move, 0, nMoves)
+	p.Workers = a.ids
+	if len(dead) > 0 {
+		names := make([]string, 0, len(dead))
+		for id := range dead {
+			names = append(names, id)
+		}
+		slices.Sort(names)
+		p.Workers = slices.Grow(p.Workers, len(names))
+		for _, id := range names {
+			dead[id] = int32(len(p.Workers))
+			p.Workers = append(p.Workers, id)
+		}
+	}
+
+	p.Moves = make([]PlanMove, 0, nMoves)
 	// When every move is an assignment (planning from scratch, the common large case),
-	// Assign is Moves: one large slice instead of two.
+	// Assign is Moves.
 	sameAssign := nAssign == nMoves
 	if !sameAssign {
-		p.Assign = make([]Move, 0, nAssign)
+		p.Assign = make([]PlanMove, 0, nAssign)
 	}
 	relSlots := make([]int32, 0, nRel)
 	relSrc := make([]int32, 0, nRel)
-	for t := range tls {
-		tl := &tls[t]
-		for k := 0; k < tl.tl.Partitions; k++ {
-			s := tl.off + k
-			id := PartitionID{Domain: tl.tl.Domain, TaskList: tl.tl.Name, Partition: k}
-			to := tg[s]
-			toID := ""
-			if to >= 0 {
-				toID = a.workers[to].id
-			}
-			// Field by field, as in appendMove.
-			pl := &p.Target[s]
-			pl.Partition.Domain, pl.Partition.TaskList, pl.Partition.Partition = id.Domain, id.TaskList, k
-			pl.Owner = toID
-			if to < 0 {
-				continue
-			}
-			o, kd := owner1[s]-1, kind[s]&kindMask
-			if kd != kindFree && o == to {
-				continue // stays where it is
-			}
-			from := ""
-			switch {
-			case o >= 0:
-				from = a.workers[o].id
-			case o == deadOwner:
-				from = in.Current[slot[s]].Owner
-			}
-			p.Moves = appendMove(p.Moves, id, from, toID)
-			switch kd {
-			case kindFree:
-				if !sameAssign {
-					p.Assign = appendMove(p.Assign, id, from, toID)
+	if nMoves > 0 {
+		for t := range tls {
+			tl := &tls[t]
+			ss := slots[tl.off : tl.off+tl.tl.Partitions]
+			for k, to := range p.Owner[t] {
+				if to < 0 {
+					continue
 				}
-			case kindHeld:
-				relSlots = append(relSlots, int32(len(p.Moves)-1))
-				relSrc = append(relSrc, o)
+				sl := ss[k]
+				o, kd := sl.ownerIx(), sl.kind()&kindMask
+				if kd != kindFree && o == to {
+					continue // stays where it is
+				}
+				from := o
+				if o == deadOwner {
+					from = dead[in.Current[-sl.owner-1].Owner]
+				}
+				m := PlanMove{TaskList: int32(t), Partition: int32(k), From: from, To: to}
+				p.Moves = append(p.Moves, m)
+				switch kd {
+				case kindFree:
+					if !sameAssign {
+						p.Assign = append(p.Assign, m)
+					}
+				case kindHeld:
+					relSlots = append(relSlots, int32(len(p.Moves)-1))
+					relSrc = append(relSrc, o)
+				}
 			}
 		}
 	}
@@ -797,26 +1124,15 @@ func (a *allocator) plan(in PlanInput, f flaw.Set) Plan {
 	return p
 }
 
-// appendMove appends to a slice with room for it, field by field: appending a whole
-// Move goes through the bulk write barrier while the collector runs, which made this the
-// most expensive line when planning a million partitions from scratch.
-func appendMove(ms []Move, id PartitionID, from, to string) []Move {
-	ms = ms[:len(ms)+1]
-	m := &ms[len(ms)-1]
-	m.Partition.Domain, m.Partition.TaskList, m.Partition.Partition = id.Domain, id.TaskList, id.Partition
-	m.From, m.To = from, to
-	return ms
-}
-
 // throttle picks the releases to start now. Candidates are Moves indices (sorted) with
 // their source worker. With a cluster-wide bound it hands the free slots out one at a
 // time to the source with the most releases still pending (ties by rank), which is what
 // lets round after round finish in max(⌈moves/MaxInFlight⌉, ⌈most from one
 // worker/MaxInFlightPerWorker⌉) rounds, the fewest the throttle allows.
-func (a *allocator) throttle(in PlanInput, moves []Move, cand, src []int32, inflight int) []Move {
+func (a *allocator) throttle(in PlanInput, moves []PlanMove, cand, src []int32, inflight int) []PlanMove {
 	G, L := in.MaxInFlight, in.MaxInFlightPerWorker
 	if G <= 0 && L <= 0 {
-		out := make([]Move, len(cand))
+		out := make([]PlanMove, len(cand))
 		for i, m := range cand {
 			out[i] = moves[m]
 		}
@@ -912,7 +1228,7 @@ func (a *allocator) throttle(in PlanInput, moves []Move, cand, src []int32, infl
 			down(0)
 		}
 	}
-	out := make([]Move, 0, nTake)
+	out := make([]PlanMove, 0, nTake)
 	for j, m := range cand {
 		if take[j] {
 			out = append(out, moves[m])
@@ -940,6 +1256,14 @@ func (a *allocator) spread() int {
 		}
 	}
 	return int(hi - lo)
+}
+
+// cmpTaskList orders a task list against a partition's task list, by (domain, name).
+func cmpTaskList(t aTaskList, id *PartitionID) int {
+	if c := strings.Compare(t.tl.Domain, id.Domain); c != 0 {
+		return c
+	}
+	return strings.Compare(t.tl.Name, id.TaskList)
 }
 
 // rowLess is the order that picks which of two rows of one partition counts.

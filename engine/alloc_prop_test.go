@@ -167,7 +167,7 @@ func TestAllocPropStable(t *testing.T) {
 		if len(q.Moves)+len(q.Assign)+len(q.Release) != 0 {
 			t.Fatalf("re-planning from the target: moves %v", q.Moves)
 		}
-		if !reflect.DeepEqual(q.Target, p.Target) {
+		if !reflect.DeepEqual(q.Targets(), p.Targets()) {
 			t.Fatalf("re-planning from the target changed it")
 		}
 	})
@@ -196,10 +196,10 @@ func TestAllocPropSpreadFromScratch(t *testing.T) {
 // applyRound applies a plan to the rows as a coordinator would: assign the free ones,
 // start the releases; then the owners acknowledge the releases for which ack says so.
 func applyRound(rows map[PartitionID]Assignment, p Plan, ack func(PartitionID) bool) {
-	for _, m := range p.Assign {
+	for _, m := range p.ExpandMoves(p.Assign) {
 		rows[m.Partition] = Assignment{Partition: m.Partition, Owner: m.To, State: Assigned}
 	}
-	for _, m := range p.Release {
+	for _, m := range p.ExpandMoves(p.Release) {
 		r := rows[m.Partition]
 		r.State, r.Target = Releasing, m.To
 		rows[m.Partition] = r
@@ -241,7 +241,7 @@ func TestAllocPropThrottledRounds(t *testing.T) {
 		first := PlanAssignments(in)
 		perW := map[string]int{}
 		m := 0
-		for _, mv := range first.Moves {
+		for _, mv := range first.ExpandMoves(first.Moves) {
 			if r.isLive(mv.From) {
 				m++
 				perW[mv.From]++
@@ -272,8 +272,8 @@ func TestAllocPropThrottledRounds(t *testing.T) {
 			}
 			if len(p.Moves) == 0 {
 				// No drift: the target announced by the first plan is the one reached.
-				if !reflect.DeepEqual(p.Target, first.Target) {
-					t.Fatalf("settled target differs from the first plan's:\n got %v\nwant %v", p.Target, first.Target)
+				if !reflect.DeepEqual(p.Targets(), first.Targets()) {
+					t.Fatalf("settled target differs from the first plan's:\n got %v\nwant %v", p.Targets(), first.Targets())
 				}
 				break
 			}
@@ -312,7 +312,7 @@ func TestAllocPropThrottledLateAcks(t *testing.T) {
 			if err := checkPlan(cur, p); err != nil {
 				t.Fatalf("round %d: %v", round, err)
 			}
-			for _, m := range p.Release {
+			for _, m := range p.ExpandMoves(p.Release) {
 				if rows[m.Partition].State == Releasing {
 					t.Fatalf("round %d: %v released again while Releasing", round, m.Partition)
 				}
@@ -374,6 +374,9 @@ func TestAllocPropManyWorkers(t *testing.T) {
 		sh := in
 		sh.Workers = shuffled(t, in.Workers, "w")
 		sh.TaskLists = shuffled(t, in.TaskLists, "tl")
+		// Rows in reverse: the owner guesses miss, so lookups go by search or by map.
+		sh.Current = slices.Clone(in.Current)
+		slices.Reverse(sh.Current)
 		if q := PlanAssignments(sh); !reflect.DeepEqual(q, p) {
 			t.Fatalf("shuffled input plans differently")
 		}
@@ -385,9 +388,11 @@ func TestAllocPropManyWorkers(t *testing.T) {
 	})
 }
 
-// checkBuckets verifies the allocator's class bitsets after a plan: every eligible
-// worker's bit is set in exactly one bucket, the one of its rel, and the counts agree.
+// checkBuckets verifies the allocator's class bitsets after a plan (once the dirty
+// workers are filed): every eligible worker's bit is set in exactly one bucket, the one
+// of its rel, and the counts agree.
 func (a *allocator) checkBuckets() error {
+	a.syncBuckets()
 	for c := range a.classes {
 		cl := &a.classes[c]
 		for rel, b := range cl.buckets {
@@ -402,8 +407,8 @@ func (a *allocator) checkBuckets() error {
 					if m >= len(cl.members) {
 						return fmt.Errorf("class %d bucket %d: bit %d set beyond %d members", c, rel, m, len(cl.members))
 					}
-					if w := a.workers[cl.members[m]]; w.rel != int64(rel) {
-						return fmt.Errorf("class %d: worker %s is in bucket %d, its rel is %d", c, w.id, rel, w.rel)
+					if w := a.workers[cl.members[m]]; w.rel != int32(rel) {
+						return fmt.Errorf("class %d: worker %s is in bucket %d, its rel is %d", c, a.ids[cl.members[m]], rel, w.rel)
 					}
 				}
 			}
@@ -414,7 +419,7 @@ func (a *allocator) checkBuckets() error {
 		for _, i := range cl.members {
 			w := a.workers[i]
 			if int(w.rel) >= len(cl.buckets) || cl.buckets[w.rel] == nil || cl.buckets[w.rel][w.member/64]&(1<<(w.member%64)) == 0 {
-				return fmt.Errorf("class %d: worker %s (rel %d) is missing from its bucket", c, w.id, w.rel)
+				return fmt.Errorf("class %d: worker %s (rel %d) is missing from its bucket", c, a.ids[i], w.rel)
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -207,16 +208,87 @@ func (r refInput) modelCounts() []map[string]int {
 	return out
 }
 
+// checkCompact verifies the compact form of a plan on its own terms: TaskLists are the
+// input's (sorted, each once, with partitions), Workers are the live ids sorted then the
+// dead owners moves come from sorted, every index is in range, Owner has one entry per
+// partition, and the move lists are sorted without repeats.
+func checkCompact(r refInput, p Plan) error {
+	if !slices.Equal(p.TaskLists, r.tls) {
+		return fmt.Errorf("TaskLists = %v, want %v", p.TaskLists, r.tls)
+	}
+	if len(p.Workers) < len(r.ids) || !slices.Equal(p.Workers[:len(r.ids)], r.ids) {
+		return fmt.Errorf("Workers = %v, want the live ids %v first", p.Workers, r.ids)
+	}
+	dead := p.Workers[len(r.ids):]
+	if !slices.IsSorted(dead) || len(slices.Compact(slices.Clone(dead))) != len(dead) {
+		return fmt.Errorf("dead owners %v are not sorted and distinct", dead)
+	}
+	for _, id := range dead {
+		if r.isLive(id) || id == "" {
+			return fmt.Errorf("dead owner %q is live or empty", id)
+		}
+	}
+	if len(p.Owner) != len(p.TaskLists) {
+		return fmt.Errorf("Owner has %d task lists, want %d", len(p.Owner), len(p.TaskLists))
+	}
+	for t, os := range p.Owner {
+		if len(os) != p.TaskLists[t].Partitions {
+			return fmt.Errorf("Owner[%d] has %d partitions, want %d", t, len(os), p.TaskLists[t].Partitions)
+		}
+		for k, o := range os {
+			if o < -1 || int(o) >= len(r.ids) {
+				return fmt.Errorf("Owner[%d][%d] = %d: not a live worker index", t, k, o)
+			}
+		}
+	}
+	usedDead := map[int32]bool{}
+	for _, list := range []struct {
+		name string
+		ms   []PlanMove
+	}{{"Moves", p.Moves}, {"Assign", p.Assign}, {"Release", p.Release}} {
+		name, ms := list.name, list.ms
+		for i, m := range ms {
+			if m.TaskList < 0 || int(m.TaskList) >= len(p.TaskLists) || m.Partition < 0 || int(m.Partition) >= p.TaskLists[m.TaskList].Partitions {
+				return fmt.Errorf("%s[%d] = %+v: partition out of range", name, i, m)
+			}
+			if m.To < 0 || int(m.To) >= len(r.ids) || m.From < -1 || int(m.From) >= len(p.Workers) {
+				return fmt.Errorf("%s[%d] = %+v: worker index out of range", name, i, m)
+			}
+			if m.To != p.Owner[m.TaskList][m.Partition] {
+				return fmt.Errorf("%s[%d] = %+v: To is not the target %d", name, i, m, p.Owner[m.TaskList][m.Partition])
+			}
+			if int(m.From) >= len(r.ids) {
+				usedDead[m.From] = true
+			}
+			if i > 0 {
+				prev := ms[i-1]
+				if prev.TaskList > m.TaskList || (prev.TaskList == m.TaskList && prev.Partition >= m.Partition) {
+					return fmt.Errorf("%s is not sorted (or has a repeat) at %d: %+v after %+v", name, i, m, prev)
+				}
+			}
+		}
+	}
+	if len(usedDead) != len(dead) {
+		return fmt.Errorf("Workers lists %d dead owners, moves come from %d", len(dead), len(usedDead))
+	}
+	return nil
+}
+
 // checkPlan verifies rules 1–3 and the throttle bounds of one plan, and that Moves,
-// Assign, Release and Spread say what the target implies.
-func checkPlan(in PlanInput, p Plan) error {
+// Assign, Release and Spread say what the target implies. It reads the plan spelled out
+// (Targets, ExpandMoves) after checking the compact form (checkCompact).
+func checkPlan(in PlanInput, cp Plan) error {
 	r := normalize(in)
+	if err := checkCompact(r, cp); err != nil {
+		return err
+	}
+	p := expand(cp)
 	n := 0
 	for _, t := range r.tls {
 		n += t.Partitions
 	}
-	if len(p.Target) != n {
-		return fmt.Errorf("target has %d placements, want %d", len(p.Target), n)
+	if len(p.Target) != n || cp.Partitions() != n {
+		return fmt.Errorf("target has %d placements (Partitions() %d), want %d", len(p.Target), cp.Partitions(), n)
 	}
 	target := map[PartitionID]string{}
 	i := 0
@@ -227,6 +299,9 @@ func checkPlan(in PlanInput, p Plan) error {
 			if pl.Partition != pid(t.Domain, t.Name, k) {
 				return fmt.Errorf("target[%d] is %v, want %v (sorted, each once)", i-1, pl.Partition, pid(t.Domain, t.Name, k))
 			}
+			if got := cp.TargetOf(pl.Partition); got != pl.Owner {
+				return fmt.Errorf("TargetOf(%v) = %q, Targets says %q", pl.Partition, got, pl.Owner)
+			}
 			target[pl.Partition] = pl.Owner
 			// Rule 1: complete, and only to eligible workers.
 			if len(r.eligible) > 0 && !r.isEligible(pl.Owner) {
@@ -235,6 +310,11 @@ func checkPlan(in PlanInput, p Plan) error {
 			if len(r.eligible) == 0 && pl.Owner != "" {
 				return fmt.Errorf("rule 1: %v goes to %q with no eligible worker", pl.Partition, pl.Owner)
 			}
+		}
+	}
+	for _, id := range []PartitionID{pid("d0", "unknown", 0), pid("", "", 0), pid("d0", "t0", -1), pid("d0", "t0", 1<<20)} {
+		if got := cp.TargetOf(id); got != "" {
+			return fmt.Errorf("TargetOf(%v) = %q for a partition not in the plan", id, got)
 		}
 	}
 	if len(r.eligible) == 0 {
@@ -382,10 +462,25 @@ func checkPlan(in PlanInput, p Plan) error {
 	return nil
 }
 
+// expandedPlan is a Plan spelled out, as the tests read it.
+type expandedPlan struct {
+	Target                 []Placement
+	Moves, Assign, Release []Move
+	Reason                 string
+	Spread, InFlight       int
+}
+
+func expand(p Plan) expandedPlan {
+	return expandedPlan{
+		Target: p.Targets(), Moves: p.ExpandMoves(p.Moves), Assign: p.ExpandMoves(p.Assign), Release: p.ExpandMoves(p.Release),
+		Reason: p.Reason, Spread: p.Spread, InFlight: p.InFlight,
+	}
+}
+
 // owners maps worker id → partitions targeted to it.
 func owners(p Plan) map[string][]int {
 	m := map[string][]int{}
-	for _, pl := range p.Target {
+	for _, pl := range p.Targets() {
 		m[pl.Owner] = append(m[pl.Owner], pl.Partition.Partition)
 	}
 	return m
@@ -394,7 +489,7 @@ func owners(p Plan) map[string][]int {
 // asCurrent turns a plan's target into the assignment rows of the settled state.
 func asCurrent(p Plan) []Assignment {
 	var rows []Assignment
-	for _, pl := range p.Target {
+	for _, pl := range p.Targets() {
 		if pl.Owner != "" {
 			rows = append(rows, Assignment{Partition: pl.Partition, Owner: pl.Owner, State: Assigned})
 		}
@@ -455,12 +550,12 @@ func TestAllocTable(t *testing.T) {
 			}
 		}},
 		{"zero partitions", PlanInput{TaskLists: []TaskList{tl("d", "t", 0)}, Workers: three, Current: []Assignment{assigned("d", "t", 0, "a")}}, func(t *testing.T, p Plan) {
-			if len(p.Target)+len(p.Moves)+len(p.Assign)+len(p.Release) != 0 || p.Reason != "" {
+			if p.Partitions()+len(p.Moves)+len(p.Assign)+len(p.Release) != 0 || p.Reason != "" {
 				t.Errorf("plan %+v, want empty", p)
 			}
 		}},
 		{"no task lists", PlanInput{Workers: three}, func(t *testing.T, p Plan) {
-			if len(p.Target) != 0 || p.Reason != "" {
+			if p.Partitions() != 0 || p.Reason != "" {
 				t.Errorf("plan %+v, want empty", p)
 			}
 		}},
@@ -469,7 +564,7 @@ func TestAllocTable(t *testing.T) {
 			if len(p.Moves) != 2 || countOf(p, "z") != 2 {
 				t.Errorf("moves %v, z has %d; want 2 moves to z", p.Moves, countOf(p, "z"))
 			}
-			for _, m := range p.Moves {
+			for _, m := range p.ExpandMoves(p.Moves) {
 				if m.To != "z" {
 					t.Errorf("move %v not to the new worker", m)
 				}
@@ -482,7 +577,7 @@ func TestAllocTable(t *testing.T) {
 			if len(p.Moves) != 3 || len(p.Assign) != 3 || len(p.Release) != 0 {
 				t.Errorf("moves %v assign %v release %v: want c's 3 partitions assigned", p.Moves, p.Assign, p.Release)
 			}
-			for _, m := range p.Assign {
+			for _, m := range p.ExpandMoves(p.Assign) {
 				if m.From != "c" {
 					t.Errorf("assign %v: From should name the dead owner", m)
 				}
@@ -509,15 +604,15 @@ func TestAllocTable(t *testing.T) {
 			if countOf(p, "b") != 2 || len(p.Release) != 0 || p.InFlight != 1 {
 				t.Errorf("b gets %d, release %v, in flight %d; want 2, none, 1", countOf(p, "b"), p.Release, p.InFlight)
 			}
-			if p.Target[3].Owner != "b" {
-				t.Errorf("the handoff in flight is redirected to %q", p.Target[3].Owner)
+			if got := p.TargetOf(pid("d", "t", 3)); got != "b" {
+				t.Errorf("the handoff in flight is redirected to %q", got)
 			}
 		}},
 		{"acked release goes to its target", PlanInput{TaskLists: []TaskList{tl("d", "t", 4)}, Workers: []Worker{wk("a", 1), wk("b", 1)}, Current: []Assignment{
 			assigned("d", "t", 0, "b"), assigned("d", "t", 1, "a"), assigned("d", "t", 2, "a"),
 			{Partition: pid("d", "t", 3), State: Unassigned, Target: "b"},
 		}}, func(t *testing.T, p Plan) {
-			if len(p.Moves) != 1 || p.Moves[0] != (Move{Partition: pid("d", "t", 3), To: "b"}) {
+			if len(p.Moves) != 1 || p.Move(p.Moves[0]) != (Move{Partition: pid("d", "t", 3), To: "b"}) {
 				t.Errorf("moves %v, want just p3 to b", p.Moves)
 			}
 		}},
@@ -526,8 +621,8 @@ func TestAllocTable(t *testing.T) {
 			{Partition: pid("d", "t", 4), State: Unassigned, Target: "c"},
 			{Partition: pid("d", "t", 5), State: Unassigned, Target: "b"},
 		}}, func(t *testing.T, p Plan) {
-			if p.Target[4].Owner != "c" || p.Target[5].Owner != "b" {
-				t.Errorf("p4 → %q, p5 → %q; want the hints c and b", p.Target[4].Owner, p.Target[5].Owner)
+			if p4, p5 := p.TargetOf(pid("d", "t", 4)), p.TargetOf(pid("d", "t", 5)); p4 != "c" || p5 != "b" {
+				t.Errorf("p4 → %q, p5 → %q; want the hints c and b", p4, p5)
 			}
 		}},
 		{"an over-quota target gives up the handoff in flight, not a partition it runs", PlanInput{TaskLists: []TaskList{tl("d", "t", 4)}, Workers: []Worker{wk("a", 1), wk("b", 1)}, Current: []Assignment{
@@ -536,15 +631,15 @@ func TestAllocTable(t *testing.T) {
 		}}, func(t *testing.T, p Plan) {
 			// b counts 3 (two running, one arriving) of a quota of 2: redirecting p3 back
 			// costs no extra handoff, moving p1 or p2 would.
-			if p.Target[1].Owner != "b" || p.Target[2].Owner != "b" || p.Target[3].Owner != "a" || len(p.Release) != 0 {
-				t.Errorf("target %v release %v; want p1, p2 kept by b and p3 redirected to a", p.Target, p.Release)
+			if tg := p.Targets(); tg[1].Owner != "b" || tg[2].Owner != "b" || tg[3].Owner != "a" || len(p.Release) != 0 {
+				t.Errorf("target %v release %v; want p1, p2 kept by b and p3 redirected to a", tg, p.Release)
 			}
 		}},
 		{"no eligible workers", PlanInput{TaskLists: []TaskList{tl("d", "t", 3)}, Workers: []Worker{drainingWk("a", 1)}, Current: []Assignment{assigned("d", "t", 0, "a")}}, func(t *testing.T, p Plan) {
-			if p.Reason == "" || len(p.Moves)+len(p.Assign)+len(p.Release) != 0 || len(p.Target) != 3 {
+			if p.Reason == "" || len(p.Moves)+len(p.Assign)+len(p.Release) != 0 || p.Partitions() != 3 {
 				t.Errorf("plan %+v: want 3 unowned placements, no moves, a Reason", p)
 			}
-			for _, pl := range p.Target {
+			for _, pl := range p.Targets() {
 				if pl.Owner != "" {
 					t.Errorf("%v has owner %q", pl.Partition, pl.Owner)
 				}
@@ -559,7 +654,7 @@ func TestAllocTable(t *testing.T) {
 			assigned("d", "t", 0, "a"), assigned("d", "t", 1, "a"), assigned("d", "t", 2, "a"), assigned("d", "t", 3, "a"),
 			assigned("d", "t", 4, "b"), assigned("d", "t", 5, "b"), assigned("d", "t", 6, "b"), assigned("d", "t", 7, "b"),
 		}, MaxInFlightPerWorker: 1}, func(t *testing.T, p Plan) {
-			if len(p.Moves) != 4 || len(p.Release) != 2 || p.Release[0].From != "a" || p.Release[1].From != "b" {
+			if rel := p.ExpandMoves(p.Release); len(p.Moves) != 4 || len(rel) != 2 || rel[0].From != "a" || rel[1].From != "b" {
 				t.Errorf("moves %v release %v: want 4 moves, one release from each of a and b", p.Moves, p.Release)
 			}
 		}},
@@ -573,7 +668,7 @@ func TestAllocTable(t *testing.T) {
 			c.check(t, p)
 			// Settled: planning again from the target moves nothing.
 			again := PlanAssignments(PlanInput{TaskLists: c.in.TaskLists, Workers: c.in.Workers, Current: asCurrent(p)})
-			if len(p.Target) > 0 && p.Reason == "" && len(again.Moves) != 0 {
+			if p.Partitions() > 0 && p.Reason == "" && len(again.Moves) != 0 {
 				t.Errorf("re-planning from the target moves %v", again.Moves)
 			}
 		})
@@ -584,10 +679,10 @@ func TestAllocTable(t *testing.T) {
 // no flaw must mean exactly PlanAssignments.
 func TestAllocFlawUnsortedTieBreak(t *testing.T) {
 	in := PlanInput{TaskLists: []TaskList{tl("d", "t", 1)}, Workers: []Worker{wk("b", 1), wk("a", 1)}}
-	if got := planWithFlaws(in, 0).Target[0].Owner; got != "a" {
+	if got := planWithFlaws(in, 0).TargetOf(pid("d", "t", 0)); got != "a" {
 		t.Errorf("without the flaw the tie goes to %q, want a (smallest id)", got)
 	}
-	if got := planWithFlaws(in, flaw.AllocUnsortedTieBreak).Target[0].Owner; got != "b" {
+	if got := planWithFlaws(in, flaw.AllocUnsortedTieBreak).TargetOf(pid("d", "t", 0)); got != "b" {
 		t.Errorf("with the flaw the tie goes to %q, want b (first listed)", got)
 	}
 }
@@ -622,5 +717,98 @@ func TestAllocThrottleFewestRounds(t *testing.T) {
 	}
 	if rounds != 2 {
 		t.Fatalf("%d rounds of releases, want 2", rounds)
+	}
+}
+
+// Owner lookups take three paths: the guesses (the last owner found, or the next
+// worker), binary search over the sorted ids, and a map built once searches are many.
+// Whatever the path, the plan is the same.
+func TestAllocLookupPaths(t *testing.T) {
+	for _, weighted := range []bool{false, true} {
+		var in PlanInput
+		for i := 0; i < 300; i++ {
+			c := 1
+			if weighted {
+				c += i % 3
+			}
+			in.Workers = append(in.Workers, wk(fmt.Sprintf("w%03d", i), c))
+		}
+		for i := 0; i < 4; i++ {
+			in.TaskLists = append(in.TaskLists, tl("d", fmt.Sprintf("t%d", i), 250))
+		}
+		settled := asCurrent(PlanAssignments(in))
+		in.Workers = append(in.Workers[5:], wk("x", 1)) // five leave (dead owners), one joins
+
+		plan := func(rows []Assignment) (Plan, *allocator) {
+			t.Helper()
+			c := in
+			c.Current = rows
+			var a allocator
+			p := a.plan(c, 0)
+			if err := checkPlan(c, p); err != nil {
+				t.Fatal(err)
+			}
+			return p, &a
+		}
+		sorted, a := plan(settled)
+		// With equal capacities and fewer partitions per task list than workers, a
+		// settled assignment gives consecutive partitions to consecutive workers.
+		if !weighted && (a.byID != nil || a.searches > 64) {
+			t.Errorf("sorted rows: %d binary searches, map built %v; want the guesses to find nearly every owner", a.searches, a.byID != nil)
+		}
+		swapped := slices.Clone(settled)
+		for i := 0; i+1 < len(swapped); i += 97 {
+			swapped[i], swapped[i+1] = swapped[i+1], swapped[i]
+		}
+		p, a := plan(swapped)
+		if !weighted && (a.byID != nil || a.searches == 0) {
+			t.Errorf("a few rows out of order: %d binary searches, map built %v; want searches, no map", a.searches, a.byID != nil)
+		}
+		if !reflect.DeepEqual(p, sorted) {
+			t.Errorf("weighted %v: a few rows out of order plan differently", weighted)
+		}
+		reversed := slices.Clone(settled)
+		slices.Reverse(reversed)
+		p, a = plan(reversed)
+		if a.byID == nil {
+			t.Errorf("weighted %v: reversed rows: %d binary searches and no map; want the map", weighted, a.searches)
+		}
+		if !reflect.DeepEqual(p, sorted) {
+			t.Errorf("weighted %v: reversed rows plan differently", weighted)
+		}
+	}
+}
+
+// A partition listed twice keeps the first row in (State, Owner, Target) order, however
+// late the second copy comes (the allocator only starts remembering rows when it meets
+// the first duplicate).
+func TestAllocDuplicateRows(t *testing.T) {
+	in := PlanInput{TaskLists: []TaskList{tl("d", "t", 40)}, Workers: []Worker{wk("a", 1), wk("b", 1)}}
+	for k := 0; k < 40; k++ {
+		in.Current = append(in.Current, assigned("d", "t", k, []string{"a", "b"}[k%2]))
+	}
+	dups := []Assignment{
+		{Partition: pid("d", "t", 39), State: Unassigned, Target: "a"},           // wins over the Assigned row (Unassigned < Assigned)
+		assigned("d", "t", 0, "gone"),                                            // loses to owner "a" ("a" < "gone")
+		assigned("d", "t", 1, "a"),                                               // wins over owner "b"
+		{Partition: pid("d", "t", 2), Owner: "a", State: Releasing, Target: "b"}, // loses to Assigned
+	}
+	for _, rows := range [][]Assignment{
+		append(slices.Clone(in.Current), dups...),
+		append(slices.Clone(dups), in.Current...),
+	} {
+		c := in
+		c.Current = rows
+		p := PlanAssignments(c)
+		if err := checkPlan(c, p); err != nil {
+			t.Fatal(err)
+		}
+		// p0, p1 and p2 count for a, p39 is unowned with the hint a: a holds 21 (0, 1, 2
+		// and the even ones), one over its 20, so it gives up its last (p38) and p39's
+		// hint finds it full: both go to b, which holds 18.
+		want := []Move{{Partition: pid("d", "t", 38), From: "a", To: "b"}, {Partition: pid("d", "t", 39), To: "b"}}
+		if got := p.ExpandMoves(p.Moves); !slices.Equal(got, want) {
+			t.Errorf("moves %v, want %v", got, want)
+		}
 	}
 }

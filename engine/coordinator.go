@@ -244,6 +244,11 @@ func (n *Node) onReadState(p *pendingReq, v any, err error) {
 	if p.full {
 		c.needFull = false
 	}
+	// The read may have shown handoffs waiting for acks (our own release batch, just
+	// written): tick at their rhythm from this read's send, not a whole Tick later.
+	if t := p.sent.Add(n.tickInterval()); t.Before(c.tickNext) {
+		c.tickNext = t
+	}
 	if !n.now.Before(c.leaseUntil) {
 		return
 	}
@@ -390,7 +395,8 @@ func (n *Node) planAndApply(rowsChanged bool) {
 			nchanges++
 		}
 	}
-	for _, m := range plan.Assign {
+	for _, pm := range plan.Assign {
+		m := plan.Move(pm)
 		i, ok := c.rowIndex[m.Partition]
 		nd, live := alive[m.To]
 		if !ok || !live || liveOwner(c.rows[i]) || c.rows[i].State == Deleted {
@@ -398,7 +404,8 @@ func (n *Node) planAndApply(rowsChanged bool) {
 		}
 		put(i, Change{Kind: ChangeAssign, Partition: m.Partition, Revision: c.rows[i].Revision, Owner: m.To, Incarnation: nd.Incarnation})
 	}
-	for _, m := range plan.Release {
+	for _, pm := range plan.Release {
+		m := plan.Move(pm)
 		i, ok := c.rowIndex[m.Partition]
 		if !ok || c.rows[i].State != Assigned || !liveOwner(c.rows[i]) {
 			continue

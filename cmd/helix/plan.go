@@ -149,11 +149,13 @@ func runPlan(ctx context.Context, e *env, args []string) int {
 	if p.Reason != "" {
 		fmt.Fprintf(e.stderr, "helix plan: %s\n", p.Reason)
 	}
-	out := planOutput{Assignments: make([]planPlacement, len(p.Target)), Moves: make([]planMove, len(p.Moves))}
-	for i, t := range p.Target {
+	targets := p.Targets()
+	out := planOutput{Assignments: make([]planPlacement, len(targets)), Moves: make([]planMove, len(p.Moves))}
+	for i, t := range targets {
 		out.Assignments[i] = planPlacement{Domain: t.Partition.Domain, TaskList: t.Partition.TaskList, Partition: t.Partition.Partition, Owner: t.Owner}
 	}
-	for i, m := range p.Moves {
+	for i, pm := range p.Moves {
+		m := p.Move(pm)
 		out.Moves[i] = planMove{Domain: m.Partition.Domain, TaskList: m.Partition.TaskList, Partition: m.Partition.Partition, From: m.From, To: m.To}
 	}
 	w := bufio.NewWriter(e.stdout)
