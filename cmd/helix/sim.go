@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -42,6 +43,8 @@ run flags:
   --shuffle             with --check-determinism: the two runs see the store's list
                         replies in different orders (a correct engine does not care)
   --log FILE            write the event log of each run to FILE ('-' for stderr)
+  --coverage            after the table, print each scenario's coverage counters: how
+                        often each fault was injected and each interesting state reached
 
 Exit status: 0 if every seed passed (no violation, or exactly the one a scenario
 expects), 1 otherwise, 2 on bad usage.
@@ -123,6 +126,7 @@ func simRun(ctx context.Context, e *env, args []string) int {
 	checkDet := fs.Bool("check-determinism", false, "run each seed twice and compare")
 	shuffle := fs.Bool("shuffle", false, "with --check-determinism, shuffle list replies differently in each run")
 	logFile := fs.String("log", "", "write event logs to FILE ('-' for stderr)")
+	coverage := fs.Bool("coverage", false, "print the coverage counters of each scenario")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -284,6 +288,19 @@ func simRun(ctx context.Context, e *env, args []string) int {
 		}
 	} else {
 		printSummaries(e.stdout, sums)
+		if *coverage {
+			for _, s := range sums {
+				fmt.Fprintf(e.stdout, "\ncoverage of %s (%d seeds):\n", s.Scenario, s.Seeds)
+				keys := make([]string, 0, len(s.Coverage))
+				for k := range s.Coverage {
+					keys = append(keys, k)
+				}
+				slices.Sort(keys)
+				for _, k := range keys {
+					fmt.Fprintf(e.stdout, "  %-40s %d\n", k, s.Coverage[k])
+				}
+			}
+		}
 	}
 	if failed {
 		return 1

@@ -1,0 +1,162 @@
+package sim
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Run runs one seed of a scenario to the end (or the first violation).
+func Run(sc *Scenario, opt Options) (*Result, error) {
+	s, err := New(sc, opt)
+	if err != nil {
+		return nil, err
+	}
+	return s.Run(), nil
+}
+
+// Divergence is the first difference between two runs that should be identical.
+type Divergence struct {
+	Event      int    // index of the first differing log line (0-based)
+	A, B       string // the differing lines ("" if one run ended first)
+	TraceA     string
+	TraceB     string
+	ContextA   []string // up to 5 lines before the divergence (identical in both)
+	Scenario   string
+	Seed       uint64
+	ShuffleA   uint64
+	ShuffleB   uint64
+	Identical  bool
+	EventsRunA uint64
+}
+
+func (d *Divergence) String() string {
+	if d.Identical {
+		return fmt.Sprintf("deterministic: %s seed %d ran twice with identical traces %s (%d events)", d.Scenario, d.Seed, d.TraceA, d.EventsRunA)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "NONDETERMINISM in %s seed %d: traces %s and %s differ; first divergence at event line %d\n", d.Scenario, d.Seed, d.TraceA, d.TraceB, d.Event)
+	for _, l := range d.ContextA {
+		fmt.Fprintf(&b, "    %s\n", l)
+	}
+	fmt.Fprintf(&b, "  A: %s\n  B: %s\n", d.A, d.B)
+	return b.String()
+}
+
+// CheckDeterminism runs the seed twice with full logs and reports the first divergence.
+// With shuffleA ≠ shuffleB and ForceShuffle, the runs see list replies in different
+// orders: a correct engine must still act identically (the trace hashes effects and
+// events, not reply order), which is what catches an allocator that breaks ties in input
+// order.
+func CheckDeterminism(sc *Scenario, opt Options, shuffleA, shuffleB uint64) (*Divergence, error) {
+	run := func(sh uint64) (*Result, []string, error) {
+		var buf bytes.Buffer
+		o := opt
+		o.Log = &buf
+		o.ShuffleSeed = sh
+		r, err := Run(sc, o)
+		if err != nil {
+			return nil, nil, err
+		}
+		return r, strings.Split(buf.String(), "\n"), nil
+	}
+	ra, la, err := run(shuffleA)
+	if err != nil {
+		return nil, err
+	}
+	rb, lb, err := run(shuffleB)
+	if err != nil {
+		return nil, err
+	}
+	d := &Divergence{TraceA: ra.Trace, TraceB: rb.Trace, Scenario: sc.Name, Seed: opt.Seed, ShuffleA: shuffleA, ShuffleB: shuffleB, EventsRunA: ra.Events}
+	for i := 0; i < max(len(la), len(lb)); i++ {
+		var a, b string
+		if i < len(la) {
+			a = la[i]
+		}
+		if i < len(lb) {
+			b = lb[i]
+		}
+		if a != b {
+			d.Event, d.A, d.B = i, a, b
+			d.ContextA = la[max(0, i-5):i]
+			return d, nil
+		}
+	}
+	if ra.Trace != rb.Trace {
+		d.Event = len(la)
+		d.A, d.B = "(logs equal, traces differ)", ""
+		return d, nil
+	}
+	d.Identical = true
+	return d, nil
+}
+
+// Summary aggregates the runs of one scenario over many seeds.
+type Summary struct {
+	Scenario   string `json:"scenario"`
+	Seeds      int    `json:"seeds"`
+	Violations int    `json:"violations"` // unexpected ones
+	Expected   int    `json:"expected_violations"`
+	Failed     int    `json:"failed"` // seeds that did not pass
+	// FirstFailure is the first failing seed's violation (or nil).
+	FirstFailure *Violation     `json:"first_failure,omitempty"`
+	FailedSeeds  []uint64       `json:"failed_seeds,omitempty"`
+	CoordP50     time.Duration  `json:"coordinator_failover_p50_ns"`
+	CoordP99     time.Duration  `json:"coordinator_failover_p99_ns"`
+	CoordMax     time.Duration  `json:"coordinator_failover_max_ns"`
+	WorkerP50    time.Duration  `json:"worker_failover_p50_ns"`
+	WorkerP99    time.Duration  `json:"worker_failover_p99_ns"`
+	WorkerMax    time.Duration  `json:"worker_failover_max_ns"`
+	Moves        int            `json:"partitions_moved"`
+	Virtual      time.Duration  `json:"virtual_ns"`
+	Wall         time.Duration  `json:"wall_ns"`
+	Speed        float64        `json:"simulated_seconds_per_wall_second"`
+	Events       uint64         `json:"events"`
+	Coverage     map[string]int `json:"coverage"`
+
+	coord, worker []time.Duration
+}
+
+// Add folds one result in.
+func (s *Summary) Add(r *Result) {
+	s.Scenario = r.Scenario
+	s.Seeds++
+	s.Events += r.Events
+	s.Virtual += r.Virtual
+	s.Moves += r.Moves
+	if r.Violation != nil {
+		if r.Violation.Expected {
+			s.Expected++
+		} else {
+			s.Violations++
+		}
+	}
+	if !r.Passed {
+		s.Failed++
+		s.FailedSeeds = append(s.FailedSeeds, r.Seed)
+		if s.FirstFailure == nil && r.Violation != nil {
+			s.FirstFailure = r.Violation
+		}
+	}
+	s.coord = append(s.coord, r.CoordinatorFailovers...)
+	s.worker = append(s.worker, r.WorkerFailovers...)
+	if s.Coverage == nil {
+		s.Coverage = map[string]int{}
+	}
+	for k, v := range r.Coverage {
+		s.Coverage[k] += v
+	}
+	s.CoordP50, s.CoordP99, s.CoordMax = Percentile(s.coord, 50), Percentile(s.coord, 99), Percentile(s.coord, 100)
+	s.WorkerP50, s.WorkerP99, s.WorkerMax = Percentile(s.worker, 50), Percentile(s.worker, 99), Percentile(s.worker, 100)
+}
+
+// SetWall records the wall time the runs took (measured by the caller: the simulator
+// itself never reads the clock).
+func (s *Summary) SetWall(d time.Duration) {
+	s.Wall = d
+	if d > 0 {
+		s.Speed = s.Virtual.Seconds() / d.Seconds()
+	}
+}
