@@ -204,6 +204,12 @@ func simRun(ctx context.Context, e *env, args []string) int {
 	done := 0
 	start := time.Now() // wall time, for the speed column and the progress line only
 	lastProgress := start
+	progressWidth := 0 // widest progress line written, so the last one can be cleared
+	tty := isTerminal(e.stderr)
+	progressEvery := 5 * time.Second
+	if tty {
+		progressEvery = 500 * time.Millisecond
+	}
 	for _, sc := range scs {
 		sum := &sim.Summary{Scenario: sc.Name}
 		var tlResult *sim.Result
@@ -258,9 +264,17 @@ func simRun(ctx context.Context, e *env, args []string) int {
 					sc.Expect.Violation, sc.Name, sd, refs[sc], sd)
 			}
 			done++
-			if now := time.Now(); total > 1 && now.Sub(lastProgress) > 500*time.Millisecond {
+			// Progress: rewritten in place on a terminal; into a log or pipe, a plain line
+			// every few seconds.
+			if now := time.Now(); total > 1 && now.Sub(lastProgress) > progressEvery {
 				lastProgress = now
-				fmt.Fprintf(e.stderr, "\r[%s] %d/%d runs, %d failed, %.0fs elapsed   ", sc.Name, done, total, sum.Failed, now.Sub(start).Seconds())
+				line := fmt.Sprintf("[%s] %d/%d runs, %d failed, %.0fs elapsed", sc.Name, done, total, sum.Failed, now.Sub(start).Seconds())
+				if tty {
+					fmt.Fprintf(e.stderr, "\r%-*s", progressWidth, line)
+					progressWidth = max(progressWidth, len(line))
+				} else {
+					fmt.Fprintln(e.stderr, line)
+				}
 			}
 		}
 		sum.SetWall(time.Since(scStart))
@@ -276,8 +290,8 @@ func simRun(ctx context.Context, e *env, args []string) int {
 			fmt.Fprintf(e.stderr, "timeline of %s seed %d written to %s\n", sc.Name, tlResult.Seed, *timeline)
 		}
 	}
-	if time.Since(start) > 500*time.Millisecond && total > 1 {
-		fmt.Fprintf(e.stderr, "\r%s\r", strings.Repeat(" ", 70))
+	if progressWidth > 0 { // clear the progress line before the table
+		fmt.Fprintf(e.stderr, "\r%s\r", strings.Repeat(" ", progressWidth))
 	}
 	if *asJSON {
 		enc := json.NewEncoder(e.stdout)
@@ -347,4 +361,15 @@ func truncSeeds(s []uint64) string {
 		return fmt.Sprint(s)
 	}
 	return fmt.Sprintf("%v…(%d)", s[:5], len(s))
+}
+
+// isTerminal reports whether w is a character device (a terminal), where a progress line
+// can be rewritten in place with a carriage return.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
