@@ -7,7 +7,6 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -353,96 +352,6 @@ func firstErr(errs ...error) error {
 	for _, e := range errs {
 		if e != nil {
 			return e
-		}
-	}
-	return nil
-}
-
-func validateTTL(ttl time.Duration) error {
-	if ttl <= 0 {
-		return engine.Invalid("lease.ttl", ttl.String(), "must be > 0")
-	}
-	return nil
-}
-
-func validateEpoch(field string, epoch uint64) error {
-	if epoch == 0 {
-		return engine.Invalid(field, "0", "must be ≥ 1 (epochs start at 1)")
-	}
-	return nil
-}
-
-func validateIncarnation(field string, inc uint64) error {
-	if inc == 0 {
-		return engine.Invalid(field, "0", "must be ≥ 1 (incarnations start at 1)")
-	}
-	return nil
-}
-
-func validatePartition(field string, p engine.PartitionID) error {
-	if err := engine.ValidateName(field+".domain", p.Domain); err != nil {
-		return err
-	}
-	if err := engine.ValidateName(field+".tasklist", p.TaskList); err != nil {
-		return err
-	}
-	if p.Partition < 0 || p.Partition >= engine.MaxPartitions {
-		return engine.Invalid(field+".partition", strconv.Itoa(p.Partition), fmt.Sprintf("must be 0–%d", engine.MaxPartitions-1))
-	}
-	return nil
-}
-
-func validateBatch(b engine.Batch) error {
-	if err := engine.ValidateName("batch.fence.key", b.Fence.Key); err != nil {
-		return err
-	}
-	if err := validateEpoch("batch.fence.epoch", b.Fence.Epoch); err != nil {
-		return err
-	}
-	if len(b.Dead) > 0 && b.DeadAfter <= 0 {
-		return engine.Invalid("batch.dead_after", b.DeadAfter.String(), "must be > 0 when nodes are declared dead")
-	}
-	seenDead := map[string]bool{}
-	for i, d := range b.Dead {
-		f := fmt.Sprintf("batch.dead[%d]", i)
-		if err := engine.ValidateName(f+".id", d.ID); err != nil {
-			return err
-		}
-		if err := validateIncarnation(f+".incarnation", d.Incarnation); err != nil {
-			return err
-		}
-		if seenDead[d.ID] {
-			return engine.Invalid(f+".id", d.ID, "must appear once per batch")
-		}
-		seenDead[d.ID] = true
-	}
-	seen := map[engine.PartitionID]bool{}
-	for i, c := range b.Changes {
-		f := fmt.Sprintf("batch.changes[%d]", i)
-		if err := validatePartition(f+".partition", c.Partition); err != nil {
-			return err
-		}
-		if seen[c.Partition] {
-			return engine.Invalid(f+".partition", c.Partition.String(), "must appear once per batch")
-		}
-		seen[c.Partition] = true
-		switch c.Kind {
-		case engine.ChangeAssign:
-			if err := engine.ValidateName(f+".owner", c.Owner); err != nil {
-				return err
-			}
-			if err := validateIncarnation(f+".incarnation", c.Incarnation); err != nil {
-				return err
-			}
-		case engine.ChangeRelease:
-			if c.Target != "" {
-				if err := engine.ValidateName(f+".target", c.Target); err != nil {
-					return err
-				}
-			}
-		case engine.ChangeUnassign, engine.ChangeDelete:
-		default:
-			return engine.Invalid(f+".kind", fmt.Sprint(uint8(c.Kind)), "must be assign, release, unassign or delete")
 		}
 	}
 	return nil

@@ -187,7 +187,7 @@ type nodeRow struct {
 // preconditions → ErrConflict), then multi-row writes and a batch marker on the lease
 // row. Nothing is written on any error.
 func (s *Store) Apply(ctx context.Context, b engine.Batch) (engine.ApplyReply, error) {
-	if err := validateBatch(b); err != nil {
+	if err := engine.ValidateBatch(b); err != nil {
 		return engine.ApplyReply{}, err
 	}
 	batchID := newBatchID()
@@ -578,7 +578,7 @@ func (s *Store) writeRows(ctx context.Context, tx *sql.Tx, epoch uint64, next []
 // AckRelease implements engine.Store. Checks in the reference store's order:
 // ErrNodeDead, ErrNotFound, ErrConflict.
 func (s *Store) AckRelease(ctx context.Context, a engine.Ack) (engine.Reply, error) {
-	if err := firstErr(validatePartition("ack.partition", a.Partition), engine.ValidateName("ack.node", a.Node), validateIncarnation("ack.incarnation", a.Incarnation)); err != nil {
+	if err := firstErr(engine.ValidatePartitionID("ack.partition", a.Partition), engine.ValidateName("ack.node", a.Node), engine.ValidateIncarnation("ack.incarnation", a.Incarnation)); err != nil {
 		return engine.Reply{}, err
 	}
 	var now time.Time

@@ -122,23 +122,9 @@ func errf(sentinel error, format string, args ...any) error {
 
 // ---- leases ----
 
-func validateTTL(ttl time.Duration) error {
-	if ttl <= 0 {
-		return engine.Invalid("lease.ttl", ttl.String(), "must be > 0")
-	}
-	return nil
-}
-
-func validateEpoch(field string, epoch uint64) error {
-	if epoch == 0 {
-		return engine.Invalid(field, "0", "must be ≥ 1 (epochs start at 1)")
-	}
-	return nil
-}
-
 // AcquireLease implements engine.Store.
 func (s *Store) AcquireLease(ctx context.Context, key, owner string, ttl time.Duration) (engine.LeaseReply, error) {
-	if err := firstErr(engine.ValidateName("lease.key", key), engine.ValidateName("lease.owner", owner), validateTTL(ttl)); err != nil {
+	if err := firstErr(engine.ValidateName("lease.key", key), engine.ValidateName("lease.owner", owner), engine.ValidateTTL(ttl)); err != nil {
 		return engine.LeaseReply{}, err
 	}
 	now, err := s.begin(ctx, "acquire")
@@ -171,7 +157,7 @@ func (s *Store) AcquireLease(ctx context.Context, key, owner string, ttl time.Du
 
 // RenewLease implements engine.Store.
 func (s *Store) RenewLease(ctx context.Context, key, owner string, epoch uint64, ttl time.Duration) (engine.LeaseReply, error) {
-	if err := firstErr(engine.ValidateName("lease.key", key), engine.ValidateName("lease.owner", owner), validateEpoch("lease.epoch", epoch), validateTTL(ttl)); err != nil {
+	if err := firstErr(engine.ValidateName("lease.key", key), engine.ValidateName("lease.owner", owner), engine.ValidateEpoch("lease.epoch", epoch), engine.ValidateTTL(ttl)); err != nil {
 		return engine.LeaseReply{}, err
 	}
 	now, err := s.begin(ctx, "renew")
@@ -195,7 +181,7 @@ func (s *Store) RenewLease(ctx context.Context, key, owner string, epoch uint64,
 // ReleaseLease implements engine.Store. A released lease has no owner, status inactive
 // and ExpiresAt = the release time; its epoch is kept.
 func (s *Store) ReleaseLease(ctx context.Context, key, owner string, epoch uint64) (engine.LeaseReply, error) {
-	if err := firstErr(engine.ValidateName("lease.key", key), engine.ValidateName("lease.owner", owner), validateEpoch("lease.epoch", epoch)); err != nil {
+	if err := firstErr(engine.ValidateName("lease.key", key), engine.ValidateName("lease.owner", owner), engine.ValidateEpoch("lease.epoch", epoch)); err != nil {
 		return engine.LeaseReply{}, err
 	}
 	now, err := s.begin(ctx, "release")
@@ -256,13 +242,6 @@ func (s *Store) SetLeaseStatus(key string, status engine.LeaseStatus, minEpoch u
 
 // ---- nodes ----
 
-func validateIncarnation(field string, inc uint64) error {
-	if inc == 0 {
-		return engine.Invalid(field, "0", "must be ≥ 1 (incarnations start at 1)")
-	}
-	return nil
-}
-
 // RegisterNode implements engine.Store. The new incarnation is the previous one + 1
 // (1 for a new id).
 func (s *Store) RegisterNode(ctx context.Context, spec engine.NodeSpec) (engine.RegisterReply, error) {
@@ -296,7 +275,7 @@ func (s *Store) RegisterNode(ctx context.Context, spec engine.NodeSpec) (engine.
 
 // Heartbeat implements engine.Store.
 func (s *Store) Heartbeat(ctx context.Context, id string, incarnation uint64, known uint64) (engine.HeartbeatReply, error) {
-	if err := firstErr(engine.ValidateName("node.id", id), validateIncarnation("node.incarnation", incarnation)); err != nil {
+	if err := firstErr(engine.ValidateName("node.id", id), engine.ValidateIncarnation("node.incarnation", incarnation)); err != nil {
 		return engine.HeartbeatReply{}, err
 	}
 	now, err := s.begin(ctx, "heartbeat")
@@ -353,7 +332,7 @@ func (s *Store) assignmentsOf(id string, incarnation uint64) []engine.Assignment
 // dead or replaced succeeds and changes nothing, so a retried deregistration is safe.
 // ErrNotFound if the id is unknown or the incarnation was never issued.
 func (s *Store) DeregisterNode(ctx context.Context, id string, incarnation uint64) (engine.Reply, error) {
-	if err := firstErr(engine.ValidateName("node.id", id), validateIncarnation("node.incarnation", incarnation)); err != nil {
+	if err := firstErr(engine.ValidateName("node.id", id), engine.ValidateIncarnation("node.incarnation", incarnation)); err != nil {
 		return engine.Reply{}, err
 	}
 	now, err := s.begin(ctx, "deregister")
@@ -375,21 +354,8 @@ func (s *Store) DeregisterNode(ctx context.Context, id string, incarnation uint6
 // UpdateNode implements engine.Store. It applies to the node's row whatever its status.
 // ErrNotFound if the id is unknown.
 func (s *Store) UpdateNode(ctx context.Context, id string, u engine.NodeUpdate) (engine.Reply, error) {
-	if err := engine.ValidateName("node.id", id); err != nil {
+	if err := engine.ValidateNodeUpdate(id, u); err != nil {
 		return engine.Reply{}, err
-	}
-	if u.Capacity != nil || u.Labels != nil {
-		// Reuse the registration rules for capacity and labels.
-		spec := engine.NodeSpec{ID: id, Capacity: 1}
-		if u.Capacity != nil {
-			spec.Capacity = *u.Capacity
-		}
-		if u.Labels != nil {
-			spec.Labels = *u.Labels
-		}
-		if err := engine.ValidateNodeSpec(spec); err != nil {
-			return engine.Reply{}, err
-		}
 	}
 	now, err := s.begin(ctx, "update_node")
 	if err != nil {
@@ -580,81 +546,12 @@ func (s *Store) ReadAssignments(ctx context.Context, since uint64) (engine.Assig
 	return engine.AssignmentsReply{Reply: engine.Reply{Now: now}, Revision: s.revision, Assignments: s.rowsSince(since)}, nil
 }
 
-func validatePartition(field string, p engine.PartitionID) error {
-	if err := engine.ValidateName(field+".domain", p.Domain); err != nil {
-		return err
-	}
-	if err := engine.ValidateName(field+".tasklist", p.TaskList); err != nil {
-		return err
-	}
-	if p.Partition < 0 || p.Partition >= engine.MaxPartitions {
-		return engine.Invalid(field+".partition", fmt.Sprint(p.Partition), fmt.Sprintf("must be 0–%d", engine.MaxPartitions-1))
-	}
-	return nil
-}
-
-func validateBatch(b engine.Batch) error {
-	if err := engine.ValidateName("batch.fence.key", b.Fence.Key); err != nil {
-		return err
-	}
-	if err := validateEpoch("batch.fence.epoch", b.Fence.Epoch); err != nil {
-		return err
-	}
-	if len(b.Dead) > 0 && b.DeadAfter <= 0 {
-		return engine.Invalid("batch.dead_after", b.DeadAfter.String(), "must be > 0 when nodes are declared dead")
-	}
-	seenDead := map[string]bool{}
-	for i, d := range b.Dead {
-		f := fmt.Sprintf("batch.dead[%d]", i)
-		if err := engine.ValidateName(f+".id", d.ID); err != nil {
-			return err
-		}
-		if err := validateIncarnation(f+".incarnation", d.Incarnation); err != nil {
-			return err
-		}
-		if seenDead[d.ID] {
-			return engine.Invalid(f+".id", d.ID, "must appear once per batch")
-		}
-		seenDead[d.ID] = true
-	}
-	seen := map[engine.PartitionID]bool{}
-	for i, c := range b.Changes {
-		f := fmt.Sprintf("batch.changes[%d]", i)
-		if err := validatePartition(f+".partition", c.Partition); err != nil {
-			return err
-		}
-		if seen[c.Partition] {
-			return engine.Invalid(f+".partition", c.Partition.String(), "must appear once per batch")
-		}
-		seen[c.Partition] = true
-		switch c.Kind {
-		case engine.ChangeAssign:
-			if err := engine.ValidateName(f+".owner", c.Owner); err != nil {
-				return err
-			}
-			if err := validateIncarnation(f+".incarnation", c.Incarnation); err != nil {
-				return err
-			}
-		case engine.ChangeRelease:
-			if c.Target != "" {
-				if err := engine.ValidateName(f+".target", c.Target); err != nil {
-					return err
-				}
-			}
-		case engine.ChangeUnassign, engine.ChangeDelete:
-		default:
-			return engine.Invalid(f+".kind", fmt.Sprint(uint8(c.Kind)), "must be assign, release, unassign or delete")
-		}
-	}
-	return nil
-}
-
 // Apply implements engine.Store. Checks run in this order, and the first failure is
 // returned with nothing written: the fence (ErrFenced), every changed row's recorded
 // epoch (ErrFenced), the dead nodes (ErrConflict), each change's revision and
 // precondition (ErrConflict).
 func (s *Store) Apply(ctx context.Context, b engine.Batch) (engine.ApplyReply, error) {
-	if err := validateBatch(b); err != nil {
+	if err := engine.ValidateBatch(b); err != nil {
 		return engine.ApplyReply{}, err
 	}
 	now, err := s.begin(ctx, "apply")
@@ -815,7 +712,7 @@ func (s *Store) bumpNodes(ids map[string]bool) {
 // AckRelease implements engine.Store. ErrNodeDead (unknown id, replaced, or dead
 // incarnation) is checked first; ErrNotFound if the partition has no row.
 func (s *Store) AckRelease(ctx context.Context, a engine.Ack) (engine.Reply, error) {
-	if err := firstErr(validatePartition("ack.partition", a.Partition), engine.ValidateName("ack.node", a.Node), validateIncarnation("ack.incarnation", a.Incarnation)); err != nil {
+	if err := firstErr(engine.ValidatePartitionID("ack.partition", a.Partition), engine.ValidateName("ack.node", a.Node), engine.ValidateIncarnation("ack.incarnation", a.Incarnation)); err != nil {
 		return engine.Reply{}, err
 	}
 	now, err := s.begin(ctx, "ack_release")
