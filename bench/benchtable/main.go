@@ -1,5 +1,5 @@
 // Command benchtable turns the output of `go test -bench` (read from stdin) into a
-// markdown table: one row per benchmark result, with time per op in a readable unit,
+// markdown table per benchmark family: one row per benchmark result, with time per op in a readable unit,
 // bytes and allocations per op, and one column for every custom metric reported with
 // b.ReportMetric, whatever its unit. Lines that are not results (goos, pkg, PASS, logs)
 // are skipped; failures are listed after the table and make the exit status 1.
@@ -129,18 +129,59 @@ func abs(v float64) float64 {
 	return v
 }
 
+// write prints one table per benchmark family (the name before the first "/"), each
+// with only the columns its rows have: one wide table of every metric would be mostly
+// empty cells.
 func (t *table) write(w io.Writer) {
-	hasMBs := false
+	var families []string
+	byFamily := map[string][]result{}
 	for _, r := range t.results {
-		if _, ok := r.metrics["MB/s"]; ok {
-			hasMBs = true
+		f, _, _ := strings.Cut(r.name, "/")
+		if _, ok := byFamily[f]; !ok {
+			families = append(families, f)
+		}
+		byFamily[f] = append(byFamily[f], r)
+	}
+	for i, f := range families {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		writeFamily(w, byFamily[f], t.units)
+	}
+}
+
+func writeFamily(w io.Writer, results []result, units []string) {
+	has := func(unit string) bool {
+		for _, r := range results {
+			if _, ok := r.metrics[unit]; ok {
+				return true
+			}
+		}
+		return false
+	}
+	type column struct {
+		unit   string
+		format func(float64) string
+	}
+	cols := []column{{"ns/op", duration}}
+	for _, c := range []column{{"B/op", bytes}, {"allocs/op", func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }}, {"MB/s", sig}} {
+		if has(c.unit) {
+			cols = append(cols, c)
 		}
 	}
-	head := []string{"benchmark", "runs", "time/op", "B/op", "allocs/op"}
-	if hasMBs {
-		head = append(head, "MB/s")
+	for _, u := range units {
+		if has(u) {
+			cols = append(cols, column{u, sig})
+		}
 	}
-	head = append(head, t.units...)
+	head := []string{"benchmark", "runs"}
+	for _, c := range cols {
+		if c.unit == "ns/op" {
+			head = append(head, "time/op")
+		} else {
+			head = append(head, c.unit)
+		}
+	}
 	fmt.Fprintf(w, "| %s |\n", strings.Join(head, " | "))
 	align := make([]string, len(head))
 	for i := range align {
@@ -148,19 +189,14 @@ func (t *table) write(w io.Writer) {
 	}
 	align[0] = "---"
 	fmt.Fprintf(w, "|%s|\n", strings.Join(align, "|"))
-	for _, r := range t.results {
-		cell := func(unit string, format func(float64) string) string {
-			if v, ok := r.metrics[unit]; ok {
-				return format(v)
+	for _, r := range results {
+		row := []string{r.name, r.iters}
+		for _, c := range cols {
+			cell := ""
+			if v, ok := r.metrics[c.unit]; ok {
+				cell = c.format(v)
 			}
-			return ""
-		}
-		row := []string{r.name, r.iters, cell("ns/op", duration), cell("B/op", bytes), cell("allocs/op", func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) })}
-		if hasMBs {
-			row = append(row, cell("MB/s", sig))
-		}
-		for _, u := range t.units {
-			row = append(row, cell(u, sig))
+			row = append(row, cell)
 		}
 		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
 	}
