@@ -346,8 +346,8 @@ var newBatchID = func() []byte {
 	return b
 }
 
-// ---- validation helpers (the same rules and field names as engine/memstore) ----
-
+// firstErr returns the first non-nil error: validations are listed in the order their
+// fields appear, and the first failure is the one reported.
 func firstErr(errs ...error) error {
 	for _, e := range errs {
 		if e != nil {
