@@ -294,10 +294,17 @@ func (n *Node) bumpLocked() {
 // next effect, hence before the next step.
 func (n *Node) step(in engine.Input) {
 	now := n.clk.Now()
-	for _, e := range n.m.Step(now, in) {
+	effects := n.m.Step(now, in)
+	st := n.m.State()
+	// The liveness deadline moves before the effects are carried out: a partition this
+	// step starts must see the deadline of the state that started it (its ctx.Deadline),
+	// and the watchdog must not fire on the previous, possibly past, deadline and cancel
+	// a handler that was just started.
+	n.armLiveness(st)
+	for _, e := range effects {
 		n.do(e)
 	}
-	n.afterStep()
+	n.afterStep(st)
 }
 
 func (n *Node) do(e engine.Effect) {
@@ -319,22 +326,23 @@ func (n *Node) do(e engine.Effect) {
 	}
 }
 
-func (n *Node) afterStep() {
-	st := n.m.State()
-	n.mu.Lock()
-	n.state = st
-	n.bumpLocked()
-	n.mu.Unlock()
-
-	// Move the watchdog to the new liveness deadline. Only a registered node's deadline
-	// is taken: when the node is not registered it owns nothing, and keeping the last
-	// deadline armed covers a handler that somehow still runs.
+// armLiveness moves the watchdog to the state's liveness deadline. Only a registered
+// node's deadline is taken: when the node is not registered it owns nothing, and keeping
+// the last deadline armed covers a handler that somehow still runs.
+func (n *Node) armLiveness(st engine.NodeState) {
 	if st.Registered && !st.LivenessUntil.IsZero() && !st.LivenessUntil.Equal(n.armedAt) {
 		d := st.LivenessUntil
 		n.liveUntil.Store(&d)
 		n.armedAt = d
 		n.watchdog.Reset(max(n.clk.Until(d), 0))
 	}
+}
+
+func (n *Node) afterStep(st engine.NodeState) {
+	n.mu.Lock()
+	n.state = st
+	n.bumpLocked()
+	n.mu.Unlock()
 	if n.fenced.Swap(false) {
 		n.restartFenced(st)
 	}
