@@ -6,14 +6,14 @@ RACE     := ./engine/... ./sim/... ./scenarios/... .
 PKGS_RACE = $(shell $(GO) list $(RACE) 2>/dev/null)
 PKGS_REST = $(filter-out $(PKGS_RACE),$(shell $(GO) list ./...))
 
-.PHONY: build test test-pure test-rest bench lint
+.PHONY: build test test-race test-rest bench lint
 
 build:
 	$(GO) build -o bin/helix ./cmd/helix
 
-test: test-pure test-rest
+test: test-race test-rest
 
-test-pure:
+test-race:
 	$(GO) test -race -count=1 $(PKGS_RACE)
 
 test-rest:
