@@ -196,12 +196,7 @@ func (p Plan) Targets() []Placement {
 // TargetOf is the target owner of one partition: "" when no worker is eligible or the
 // partition is not in the plan.
 func (p Plan) TargetOf(id PartitionID) string {
-	t, found := slices.BinarySearchFunc(p.TaskLists, id, func(tl TaskList, id PartitionID) int {
-		if c := strings.Compare(tl.Domain, id.Domain); c != 0 {
-			return c
-		}
-		return strings.Compare(tl.Name, id.TaskList)
-	})
+	t, found := slices.BinarySearchFunc(p.TaskLists, &id, cmpTaskList)
 	if !found || id.Partition < 0 || id.Partition >= len(p.Owner[t]) {
 		return ""
 	}
@@ -362,7 +357,9 @@ func (f *tlFinder) slot(id *PartitionID) int {
 		f.last, f.d, f.n = -2, id.Domain, id.TaskList
 		if nx := f.next; nx < len(f.tls) && f.tls[nx].tl.Domain == id.Domain && f.tls[nx].tl.Name == id.TaskList {
 			f.last = int32(nx)
-		} else if i, ok := slices.BinarySearchFunc(f.tls, id, cmpTaskList); ok {
+		} else if i, ok := slices.BinarySearchFunc(f.tls, id, func(t aTaskList, id *PartitionID) int {
+			return cmpTaskList(t.tl, id)
+		}); ok {
 			f.last = int32(i)
 		}
 		if f.last >= 0 {
@@ -562,11 +559,7 @@ func (a *allocator) addDeficit(i int32) {
 	if w.listed {
 		return
 	}
-	q := int32(a.classes[w.class].floor)
-	if w.extra {
-		q++
-	}
-	if w.kept < q {
+	if q := a.quota(i); w.kept < q {
 		w.listed, w.need = true, q-w.kept
 		a.deficit = append(a.deficit, i)
 	}
@@ -1259,11 +1252,11 @@ func (a *allocator) spread() int {
 }
 
 // cmpTaskList orders a task list against a partition's task list, by (domain, name).
-func cmpTaskList(t aTaskList, id *PartitionID) int {
-	if c := strings.Compare(t.tl.Domain, id.Domain); c != 0 {
+func cmpTaskList(t TaskList, id *PartitionID) int {
+	if c := strings.Compare(t.Domain, id.Domain); c != 0 {
 		return c
 	}
-	return strings.Compare(t.tl.Name, id.TaskList)
+	return strings.Compare(t.Name, id.TaskList)
 }
 
 // rowLess is the order that picks which of two rows of one partition counts.

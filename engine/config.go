@@ -26,7 +26,7 @@ type Config struct {
 	// LeaseKey is the coordinator lease's key. Default "coordinator".
 	LeaseKey string
 	// LeaseTTL is how long a coordinator lease lasts without renewal (store time).
-	// Default 6s. Must exceed 3 × RenewInterval.
+	// Default 6s. Must be at least 3 × RenewInterval.
 	LeaseTTL time.Duration
 	// RenewInterval is how often the coordinator renews. Default LeaseTTL/3.
 	RenewInterval time.Duration
@@ -50,8 +50,8 @@ type Config struct {
 	DriftRate float64
 	// SafetyMargin is subtracted from every conservative deadline. Default 100ms.
 	SafetyMargin time.Duration
-	// RequestTimeout bounds every store call. Default RenewInterval/2; must be shorter
-	// than RenewInterval and than Heartbeat.
+	// RequestTimeout bounds every store call. Default 9/10 of the shorter of
+	// RenewInterval and Heartbeat; must be shorter than both.
 	RequestTimeout time.Duration
 
 	// MaxInFlight bounds partitions releasing at once, cluster-wide. 0 = unlimited.

@@ -162,10 +162,7 @@ func (n *Node) onAcquire(p *pendingReq, v any, err error) {
 		c.pollNext = n.now.Add(delay)
 		return
 	}
-	until := n.window(p.sent, n.cfg.LeaseTTL)
-	if n.cfg.flaws.Has(flaw.NodeLeaseFromReply) {
-		until = n.window(n.now, n.cfg.LeaseTTL)
-	}
+	until := n.leaseWindow(p)
 	if !n.now.Before(until) {
 		c.pollNext = n.now // granted, but the reply took too long to trust it
 		return
@@ -201,14 +198,21 @@ func (n *Node) onRenew(p *pendingReq, v any, err error) {
 		n.stepDown("lease_lost")
 		return
 	}
-	until := n.window(p.sent, n.cfg.LeaseTTL)
-	if n.cfg.flaws.Has(flaw.NodeLeaseFromReply) {
-		until = n.window(n.now, n.cfg.LeaseTTL)
-	}
+	until := n.leaseWindow(p)
 	if until.After(c.leaseUntil) {
 		c.leaseUntil = until
 	}
 	c.renewNext = p.sent.Add(n.cfg.RenewInterval)
+}
+
+// leaseWindow is how long a grant or renewal answering p lets the holder believe it holds
+// the lease: counted from the request's send, never from the reply (unless the
+// NodeLeaseFromReply flaw is on).
+func (n *Node) leaseWindow(p *pendingReq) time.Time {
+	if n.cfg.flaws.Has(flaw.NodeLeaseFromReply) {
+		return n.window(n.now, n.cfg.LeaseTTL)
+	}
+	return n.window(p.sent, n.cfg.LeaseTTL)
 }
 
 // stepDown ends the coordinator role at once: every coordinator request in flight is
@@ -221,7 +225,7 @@ func (n *Node) stepDown(reason string) {
 	n.event("stepped_down", reason)
 	c.coord = false
 	c.term++
-	n.dropPending(func(p *pendingReq) bool { return p.kind.coordinator() && p.kind != rkAcquire })
+	n.dropPending(func(p *pendingReq) bool { return p.kind.coordinator() })
 	c.renewInFlight, c.readInFlight, c.applyInFlight = false, false, false
 	c.rows, c.rowIndex, c.rev, c.nodes, c.lists, c.releasing = nil, nil, 0, nil, nil, 0
 	c.planned, c.lastLive, c.lastLists = false, nil, nil
@@ -262,7 +266,6 @@ func (n *Node) mergeState(full bool, r StateReply) bool {
 	c.rev = r.Revision
 	if full {
 		c.rows = slices.Clone(r.Assignments)
-		byPartition := func(a, b Assignment) int { return ComparePartitions(a.Partition, b.Partition) }
 		if !slices.IsSortedFunc(c.rows, byPartition) { // the contract says sorted; be safe
 			slices.SortStableFunc(c.rows, byPartition)
 		}
@@ -292,13 +295,16 @@ func (n *Node) mergeState(full bool, r StateReply) bool {
 		inserted = true
 	}
 	if inserted {
-		slices.SortStableFunc(c.rows, func(a, b Assignment) int { return ComparePartitions(a.Partition, b.Partition) })
+		slices.SortStableFunc(c.rows, byPartition)
 		for i, a := range c.rows {
 			c.rowIndex[a.Partition] = i
 		}
 	}
 	return len(r.Assignments) > 0
 }
+
+// byPartition orders rows by partition, for slices.SortFunc.
+func byPartition(a, b Assignment) int { return ComparePartitions(a.Partition, b.Partition) }
 
 // releasingDelta is how the count of Releasing rows changes when row old becomes row new.
 func releasingDelta(old, new Assignment) int {

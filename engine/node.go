@@ -86,7 +86,11 @@ const (
 	rkApply
 )
 
-func (k reqKind) coordinator() bool { return k >= rkAcquire && k != rkRelease }
+// worker: a request of the worker's registration, forgotten when it ends (node dead,
+// shutdown). coordinator: a request of a term as coordinator, forgotten when it steps
+// down (an acquire is a standby's, and a shutdown's release outlives the term).
+func (k reqKind) worker() bool      { return k >= rkRegister && k <= rkDrainFlag }
+func (k reqKind) coordinator() bool { return k == rkRenew || k == rkReadState || k == rkApply }
 
 // pendingReq is what the node remembers about a request it waits for.
 type pendingReq struct {
@@ -198,22 +202,20 @@ func (n *Node) send(p *pendingReq, op Op) uint64 {
 	return id
 }
 
-// sortedPending returns the pending IDs in increasing order, so that timeouts are
-// handled in a deterministic order.
-func (n *Node) sortedPending() []uint64 {
-	ids := make([]uint64, 0, len(n.pending))
-	for id := range n.pending {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
-}
-
+// expireRequests answers every request whose deadline has passed with errTimeout, in
+// ID order so that the outcome is deterministic.
 func (n *Node) expireRequests() {
-	for _, id := range n.sortedPending() {
+	var due []uint64
+	for id, p := range n.pending {
+		if !n.now.Before(p.deadline) {
+			due = append(due, id)
+		}
+	}
+	slices.Sort(due)
+	for _, id := range due {
 		p := n.pending[id]
-		if p == nil || n.now.Before(p.deadline) {
-			continue
+		if p == nil {
+			continue // dropped while an earlier timeout was handled
 		}
 		delete(n.pending, id)
 		n.dispatch(p, nil, errTimeout)
@@ -222,8 +224,8 @@ func (n *Node) expireRequests() {
 
 // dropPending forgets every pending request matching f: their replies will be ignored.
 func (n *Node) dropPending(f func(*pendingReq) bool) {
-	for _, id := range n.sortedPending() {
-		if f(n.pending[id]) {
+	for id, p := range n.pending {
+		if f(p) {
 			delete(n.pending, id)
 		}
 	}
@@ -364,9 +366,7 @@ func (n *Node) finish() {
 	if n.w.registered {
 		inc := n.w.inc
 		n.w.registered = false
-		n.dropPending(func(p *pendingReq) bool {
-			return p.kind == rkHeartbeat || p.kind == rkAck || p.kind == rkDrainFlag || p.kind == rkRegister
-		})
+		n.dropPending(func(p *pendingReq) bool { return p.kind.worker() })
 		n.finishing++
 		n.send(&pendingReq{kind: rkDeregister}, OpDeregisterNode{ID: n.cfg.NodeID, Incarnation: inc})
 	}

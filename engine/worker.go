@@ -317,9 +317,7 @@ func (n *Node) nodeDead(err error) {
 	n.stopAll(StopNodeDead)
 	w.registered = false
 	w.wgen++
-	n.dropPending(func(p *pendingReq) bool {
-		return p.kind == rkHeartbeat || p.kind == rkAck || p.kind == rkDrainFlag || p.kind == rkRegister
-	})
+	n.dropPending(func(p *pendingReq) bool { return p.kind.worker() })
 	w.hbInFlight, w.drainInFlight, w.registering = false, false, false
 	w.acks = map[PartitionID]*pendingAck{}
 	w.known, w.myRows, w.fenced = 0, 0, false

@@ -2,8 +2,9 @@
 // prove the simulator catches them. It is internal to the module, and the hooks below are
 // called only from tests: production code can neither name nor enable a flaw.
 //
-// Each flaw is checked at exactly one place in the engine or the in-memory store, beside
-// the correct code it disables, so that reading that place shows what the flaw breaks.
+// Each flaw is checked in the engine or the in-memory store beside the correct code it
+// disables (at one place, or at the few that code spans), so that reading those places
+// shows what the flaw breaks.
 package flaw
 
 // Set is a set of flaws.
