@@ -441,10 +441,12 @@ func (n *Node) exec(r engine.StoreRequest) {
 		v, err := r.Op.Do(ctx, n.store)
 		cancel()
 		took := n.clk.Since(sent)
-		if err != nil && ErrorClass(err) == "other" {
+		class := ErrorClass(err)
+		if class == "other" {
 			// An unclassified failure (deadline, broken connection) leaves the outcome
 			// unknown: the contract calls that unavailable.
 			err = fmt.Errorf("%w: %s: %w", engine.ErrUnavailable, name, err)
+			class = "unavailable"
 		}
 		n.o.observer.StoreCall(n.cfg.NodeID, name, took, err)
 		if err == nil {
@@ -455,7 +457,7 @@ func (n *Node) exec(r engine.StoreRequest) {
 				}
 				n.mu.Unlock()
 			}
-		} else if ErrorClass(err) == "unavailable" {
+		} else if class == "unavailable" {
 			n.log.Debug("store call failed", "op", name, "took", took, "err", err)
 		}
 		select {
@@ -468,11 +470,12 @@ func (n *Node) exec(r engine.StoreRequest) {
 func (n *Node) startPartition(p Partition) {
 	n.pmu.Lock()
 	old := n.parts[p.ID]
+	running := old != nil && old.p.Generation == p.Generation && !old.selfFenced
 	n.pmu.Unlock()
+	if running {
+		return
+	}
 	if old != nil {
-		if old.p.Generation == p.Generation && !old.selfFenced {
-			return // already running
-		}
 		n.stopPartition(p.ID, old.p.Generation, engine.StopRevoked)
 	}
 	cctx, cancel := context.WithCancelCause(context.Background())

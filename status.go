@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/helixcoord/helix/engine"
@@ -99,10 +100,8 @@ func ReadClusterStatus(ctx context.Context, s engine.Store, leaseKey string) (Cl
 
 func summarize(cs ClusterStatus, st engine.StateReply) ClusterStatus {
 	type key struct{ domain, name string }
-	configured := map[key]int{}
 	tlIndex := map[key]int{}
 	for i, tl := range st.TaskLists {
-		configured[key{tl.Domain, tl.Name}] = tl.Partitions
 		tlIndex[key{tl.Domain, tl.Name}] = i
 		cs.TaskLists = append(cs.TaskLists, TaskListSummary{Domain: tl.Domain, Name: tl.Name, Partitions: tl.Partitions})
 		cs.Partitions += tl.Partitions
@@ -121,11 +120,11 @@ func summarize(cs ClusterStatus, st engine.StateReply) ClusterStatus {
 	}
 	for _, a := range st.Assignments {
 		k := key{a.Partition.Domain, a.Partition.TaskList}
-		count, ok := configured[k]
-		if !ok || a.Partition.Partition >= count {
+		ti, ok := tlIndex[k]
+		if !ok || a.Partition.Partition >= cs.TaskLists[ti].Partitions {
 			continue
 		}
-		tl := &cs.TaskLists[tlIndex[k]]
+		tl := &cs.TaskLists[ti]
 		if a.State == engine.Releasing {
 			cs.Handoffs = append(cs.Handoffs, Handoff{Partition: a.Partition.String(), From: a.Owner, To: a.Target, Generation: a.Generation})
 			tl.Releasing++
@@ -142,14 +141,6 @@ func summarize(cs ClusterStatus, st engine.StateReply) ClusterStatus {
 	for i := range cs.TaskLists {
 		cs.TaskLists[i].Unowned = cs.TaskLists[i].Partitions - cs.TaskLists[i].Owned
 	}
-	slices.SortFunc(cs.Handoffs, func(a, b Handoff) int {
-		if a.Partition < b.Partition {
-			return -1
-		}
-		if a.Partition > b.Partition {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(cs.Handoffs, func(a, b Handoff) int { return strings.Compare(a.Partition, b.Partition) })
 	return cs
 }

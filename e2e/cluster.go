@@ -433,26 +433,32 @@ func Intervals(procs []*Proc) ([]Interval, error) {
 	return all, nil
 }
 
-// Overlaps returns every pair of intervals of one partition that overlap in time, plus
-// intervals that never ended although their process exited, and generations that did
-// not grow from one owner to the next.
+// Overlaps returns every interval (of Intervals' sorted output) that starts before an
+// earlier interval of its partition has ended — each paired with the earlier one that
+// ends last, so that one long interval is flagged against every later one inside it —
+// plus intervals that never ended although their process exited, and generations that
+// did not grow from one owner to the next.
 func Overlaps(ivs []Interval) []string {
 	var bad []string
+	var reach Interval // of the partition's intervals so far, the one that ends last
 	for i, iv := range ivs {
 		if iv.Open {
 			bad = append(bad, fmt.Sprintf("%s: %s (generation %d) has no stop line although the process exited", iv.Proc, iv.Partition, iv.Generation))
 		}
 		if i == 0 || ivs[i-1].Partition != iv.Partition {
+			reach = iv
 			continue
 		}
-		prev := ivs[i-1]
-		if iv.Start.Before(prev.End) {
+		if iv.Start.Before(reach.End) {
 			bad = append(bad, fmt.Sprintf("%s processed by %s [%s, %s] (gen %d) and %s from %s (gen %d): overlap %v",
-				iv.Partition, prev.Proc, prev.Start.Format("15:04:05.000000"), prev.End.Format("15:04:05.000000"), prev.Generation,
-				iv.Proc, iv.Start.Format("15:04:05.000000"), iv.Generation, prev.End.Sub(iv.Start)))
+				iv.Partition, reach.Proc, reach.Start.Format("15:04:05.000000"), reach.End.Format("15:04:05.000000"), reach.Generation,
+				iv.Proc, iv.Start.Format("15:04:05.000000"), iv.Generation, reach.End.Sub(iv.Start)))
 		}
-		if iv.Generation <= prev.Generation && iv.Proc != prev.Proc {
+		if prev := ivs[i-1]; iv.Generation <= prev.Generation && iv.Proc != prev.Proc {
 			bad = append(bad, fmt.Sprintf("%s: generation %d on %s after %d on %s", iv.Partition, iv.Generation, iv.Proc, prev.Generation, prev.Proc))
+		}
+		if iv.End.After(reach.End) {
+			reach = iv
 		}
 	}
 	return bad

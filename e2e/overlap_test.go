@@ -57,6 +57,28 @@ func TestOverlapsFlagsConcurrentProcessing(t *testing.T) {
 	}
 }
 
+// A long interval overlaps every later one that starts inside it, not only the next.
+func TestOverlapsFlagsEveryIntervalInsideALongOne(t *testing.T) {
+	dir := t.TempDir()
+	long := writeLog(t, dir, "a.0",
+		line("partition_start", "d/t/0", 1, 0, ""),
+		line("partition_stop", "d/t/0", 1, 10*time.Second, "self-fenced"))
+	short := writeLog(t, dir, "b.0",
+		line("partition_start", "d/t/0", 2, time.Second, ""),
+		line("partition_stop", "d/t/0", 2, 2*time.Second, "released"))
+	later := writeLog(t, dir, "c.0",
+		line("partition_start", "d/t/0", 3, 5*time.Second, ""),
+		line("partition_stop", "d/t/0", 3, 6*time.Second, "released"))
+	ivs, err := Intervals([]*Proc{long, short, later})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := Overlaps(ivs)
+	if len(bad) != 2 || !strings.Contains(bad[0], "overlap 9s") || !strings.Contains(bad[1], "overlap 5s") {
+		t.Fatalf("Overlaps = %q, want b.0 and c.0 each flagged against a.0", bad)
+	}
+}
+
 func TestOverlapsKilledAndUnstoppedProcesses(t *testing.T) {
 	dir := t.TempDir()
 	killed := writeLog(t, dir, "a.0", line("partition_start", "d/t/0", 1, 0, ""))

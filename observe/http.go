@@ -82,10 +82,8 @@ func View(n *helix.Node) NodeView {
 // Status builds the /status document.
 func (e Endpoints) Status(ctx context.Context) StatusDoc {
 	doc := StatusDoc{Time: time.Now().UTC(), Nodes: []NodeView{}}
-	if e.Nodes != nil {
-		for _, n := range e.Nodes() {
-			doc.Nodes = append(doc.Nodes, View(n))
-		}
+	for _, n := range e.nodes() {
+		doc.Nodes = append(doc.Nodes, View(n))
 	}
 	if e.Cluster != nil {
 		cs, err := e.Cluster(ctx)

@@ -31,7 +31,8 @@ func runDrain(ctx context.Context, e *env, args []string) int {
 	undrain := fs.Bool("undrain", false, "clear the draining flag instead")
 	wait := fs.Bool("wait", false, "wait until the node owns no partition")
 	timeout := fs.Duration("timeout", time.Minute, "with --wait: give up after this long")
-	leaseKey := fs.String("lease-key", "", "the coordinator lease's `key` (default \"coordinator\")")
+	var leaseKey string
+	leaseKeyFlag(fs, &leaseKey)
 	pos, code, ok := parseFlags(e, fs, args)
 	if !ok {
 		return code
@@ -66,7 +67,7 @@ func runDrain(ctx context.Context, e *env, args []string) int {
 	wctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	for {
-		cs, err := helix.ReadClusterStatus(wctx, store, *leaseKey)
+		cs, err := helix.ReadClusterStatus(wctx, store, leaseKey)
 		if err == nil {
 			owned := -1
 			for _, n := range cs.Nodes {

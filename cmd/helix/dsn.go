@@ -8,10 +8,11 @@ import (
 	"strings"
 )
 
-// The DSN (it carries a password) is never taken from the command line, where it would
+// The DSN (it carries a password) is not taken from the command line, where it would
 // show in `ps` and shell history: it comes from HELIX_DSN, or from a file named by
 // --dsn-file or HELIX_DSN_FILE (a mounted secret). Every command that talks to MySQL
-// (node, migrate, fence-bump, tasklist, drain, status) shares these two helpers.
+// (node, migrate, fence-bump, tasklist, drain, status) shares these two helpers; only
+// migrate and fence-bump also accept --dsn, with a warning (see dsnFromFlags).
 
 // dsnFlag registers --dsn-file on fs and returns its value.
 func dsnFlag(fs *flag.FlagSet) *string {
@@ -24,8 +25,10 @@ var errNoDSN = errors.New("no MySQL DSN: set HELIX_DSN, or HELIX_DSN_FILE / --ds
 
 // loadDSN resolves the DSN: --dsn-file, then HELIX_DSN, then HELIX_DSN_FILE. The file's
 // content is trimmed of surrounding whitespace (a trailing newline is the usual case).
+// parseFlags fills an unset --dsn-file from HELIX_DSN_FILE, so a dsnFile equal to it
+// came from the environment, where HELIX_DSN goes first.
 func loadDSN(e *env, dsnFile string) (string, error) {
-	if dsnFile == "" {
+	if dsnFile == "" || dsnFile == e.getenv("HELIX_DSN_FILE") {
 		if d := strings.TrimSpace(e.getenv("HELIX_DSN")); d != "" {
 			return d, nil
 		}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -163,7 +164,7 @@ func (n *nodeFlags) register(fs *flag.FlagSet, withID bool) {
 		fs.BoolVar(&n.noCandidate, "no-candidate", false, "worker only: never compete for the coordinator lease")
 	}
 	fs.StringVar(&n.profile, "profile", "default", "timing `profile`: default (lease 6s, heartbeat 1s, dead after 5s) or\nfast (lease 2s, heartbeat 300ms, dead after 1.5s: tests, demos); the flags below override it")
-	fs.StringVar(&n.leaseKey, "lease-key", "", "the coordinator lease's `key` (default \"coordinator\")")
+	leaseKeyFlag(fs, &n.leaseKey)
 	fs.DurationVar(&n.leaseTTL, "lease-ttl", 0, "coordinator lease TTL (store time)")
 	fs.DurationVar(&n.renew, "renew", 0, "coordinator renewal interval (default lease-ttl/3)")
 	fs.DurationVar(&n.retry, "retry", 0, "how often a standby polls the lease")
@@ -228,7 +229,7 @@ func (n *nodeFlags) config() (engine.Config, error) {
 			}
 			c.Labels = append(c.Labels, engine.Label{Key: strings.TrimSpace(k), Value: strings.TrimSpace(v)})
 		}
-		sortLabels(c.Labels)
+		slices.SortStableFunc(c.Labels, func(a, b engine.Label) int { return strings.Compare(a.Key, b.Key) })
 	}
 	c = c.WithDefaults()
 	if err := c.Validate(); err != nil {
@@ -237,10 +238,7 @@ func (n *nodeFlags) config() (engine.Config, error) {
 	return c, nil
 }
 
-func sortLabels(ls []engine.Label) {
-	for i := 1; i < len(ls); i++ {
-		for j := i; j > 0 && ls[j].Key < ls[j-1].Key; j-- {
-			ls[j], ls[j-1] = ls[j-1], ls[j]
-		}
-	}
+// leaseKeyFlag registers --lease-key (node, dev, drain, status) into p.
+func leaseKeyFlag(fs *flag.FlagSet, p *string) {
+	fs.StringVar(p, "lease-key", "", "the coordinator lease's `key` (default \"coordinator\")")
 }

@@ -109,6 +109,8 @@ func TestLoadDSN(t *testing.T) {
 		{map[string]string{"HELIX_DSN": "u@tcp(h)/env"}, "", "u@tcp(h)/env", ""},
 		{map[string]string{"HELIX_DSN": "u@tcp(h)/env"}, file, "u:p@tcp(h:3306)/fromfile", ""}, // the flag wins
 		{map[string]string{"HELIX_DSN_FILE": file}, "", "u:p@tcp(h:3306)/fromfile", ""},
+		// parseFlags fills --dsn-file from HELIX_DSN_FILE; HELIX_DSN still goes first.
+		{map[string]string{"HELIX_DSN": "u@tcp(h)/env", "HELIX_DSN_FILE": file}, file, "u@tcp(h)/env", ""},
 		{nil, "", "", "HELIX_DSN"},
 		{nil, empty, "", "empty"},
 		{nil, filepath.Join(dir, "missing"), "", "reading DSN file"},

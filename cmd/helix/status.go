@@ -29,7 +29,8 @@ func runStatus(ctx context.Context, e *env, args []string) int {
 	var sf storeFlags
 	sf.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
-	leaseKey := fs.String("lease-key", "", "the coordinator lease's `key` (default \"coordinator\")")
+	var leaseKey string
+	leaseKeyFlag(fs, &leaseKey)
 	pos, code, ok := parseFlags(e, fs, args)
 	if !ok {
 		return code
@@ -42,7 +43,7 @@ func runStatus(ctx context.Context, e *env, args []string) int {
 		return fail(e, "status", err)
 	}
 	defer store.Close()
-	cs, err := helix.ReadClusterStatus(ctx, store, *leaseKey)
+	cs, err := helix.ReadClusterStatus(ctx, store, leaseKey)
 	if err != nil {
 		return fail(e, "status", err)
 	}
