@@ -343,16 +343,17 @@ type tickFixture struct {
 	victims int
 }
 
-func bulkInsert(ctx context.Context, db *sql.DB, prefix string, cols int, rows [][]any) error {
+// bulkInsert runs prefix VALUES row, row, … over rows, in chunks; row is one row's SQL
+// tuple, e.g. "(?, ?, UTC_TIMESTAMP(6))".
+func bulkInsert(ctx context.Context, db *sql.DB, prefix, row string, rows [][]any) error {
 	const per = 2000
 	for i := 0; i < len(rows); i += per {
 		part := rows[i:min(i+per, len(rows))]
-		ph := "(" + strings.TrimSuffix(strings.Repeat("?, ", cols), ", ") + ")"
-		args := make([]any, 0, len(part)*cols)
+		var args []any
 		for _, r := range part {
 			args = append(args, r...)
 		}
-		if _, err := db.ExecContext(ctx, prefix+" VALUES "+strings.TrimSuffix(strings.Repeat(ph+", ", len(part)), ", "), args...); err != nil {
+		if _, err := db.ExecContext(ctx, prefix+" VALUES "+strings.TrimSuffix(strings.Repeat(row+", ", len(part)), ", "), args...); err != nil {
 			return err
 		}
 	}
@@ -370,7 +371,8 @@ func newTickFixture(b *testing.B, d *benchDB, parts, nodes int) *tickFixture {
 		f.nodes = append(f.nodes, id)
 		nrows = append(nrows, []any{cluster, id, 1, 1, []byte{}, 0, 0, 1})
 	}
-	if err := bulkInsertNow(ctx, d.db, nrows); err != nil {
+	if err := bulkInsert(ctx, d.db, "INSERT INTO helix_nodes (cluster, id, incarnation, capacity, labels, draining, status, assign_rev, last_heartbeat)",
+		"(?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))", nrows); err != nil {
 		b.Fatal(err)
 	}
 	var tls, arows [][]any
@@ -381,10 +383,10 @@ func newTickFixture(b *testing.B, d *benchDB, parts, nodes int) *tickFixture {
 		}
 		arows = append(arows, []any{cluster, "bench", tl, i % 1000, f.nodes[i%nodes], 1, 1, 1, "", 1, i + 1})
 	}
-	if err := bulkInsert(ctx, d.db, "INSERT INTO helix_tasklists (cluster, domain, name, partitions)", 4, tls); err != nil {
+	if err := bulkInsert(ctx, d.db, "INSERT INTO helix_tasklists (cluster, domain, name, partitions)", "(?, ?, ?, ?)", tls); err != nil {
 		b.Fatal(err)
 	}
-	if err := bulkInsert(ctx, d.db, "INSERT INTO helix_assignments (cluster, domain, tasklist, part_no, owner_id, incarnation, generation, state, target, epoch, revision)", 11, arows); err != nil {
+	if err := bulkInsert(ctx, d.db, "INSERT INTO helix_assignments (cluster, domain, tasklist, part_no, owner_id, incarnation, generation, state, target, epoch, revision)", "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", arows); err != nil {
 		b.Fatal(err)
 	}
 	if _, err := d.db.ExecContext(ctx, "INSERT INTO helix_revision (cluster, revision) VALUES (?, ?)", cluster, parts); err != nil {
@@ -405,23 +407,6 @@ func newTickFixture(b *testing.B, d *benchDB, parts, nodes int) *tickFixture {
 	f.rev = st.Revision
 	f.merge(st.Assignments)
 	return f
-}
-
-func bulkInsertNow(ctx context.Context, db *sql.DB, rows [][]any) error {
-	const per = 500
-	for i := 0; i < len(rows); i += per {
-		part := rows[i:min(i+per, len(rows))]
-		var args []any
-		for _, r := range part {
-			args = append(args, r...)
-		}
-		q := "INSERT INTO helix_nodes (cluster, id, incarnation, capacity, labels, draining, status, assign_rev, last_heartbeat) VALUES " +
-			strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6)), ", len(part)), ", ")
-		if _, err := db.ExecContext(ctx, q, args...); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func (f *tickFixture) merge(rows []engine.Assignment) {

@@ -18,11 +18,12 @@
 // All expiry and heartbeat ages are the server's clock: UTC_TIMESTAMP(6) inside the
 // statement that decides, never a client timestamp. Times are read back as microseconds
 // since the epoch with TIMESTAMPDIFF, which is independent of the session time zone.
-// Replies carry Now = the server's UTC_TIMESTAMP(6) read in the same statement, with one
-// documented exception: the heartbeat fast path (below) does not read the server clock;
-// its Now is the local clock corrected by the server-clock offset measured on the last
-// reply that did read it (accurate to about half a round trip). Nothing in the store
-// decides anything from that estimate.
+// Replies carry Now = the server's UTC_TIMESTAMP(6), read by the call itself (in the
+// statement that decides, where there is one), with one documented exception: the
+// heartbeat fast path (below) does not read the server clock; its Now is the local
+// clock corrected by the server-clock offset measured on the last reply that did read
+// it (accurate to about half a round trip). Nothing in the store decides anything from
+// that estimate.
 //
 // # Hot paths
 //
@@ -60,8 +61,8 @@
 // check the row they wrote), never by repeating blindly. Duplicate keys map to
 // engine.ErrConflict, read-only servers (1290, 1792, 1836) and exhausted retries to
 // engine.ErrUnavailable, a missing schema to ErrSchema, bad input to *engine.ValidationError
-// before any SQL runs. Every value is a query parameter. Errors name the server by its
-// redacted DSN; the password never appears.
+// before any SQL runs. Every value is a query parameter. Errors name the server as
+// user@net(addr)/db; the password never appears.
 //
 // # DSN
 //

@@ -26,7 +26,6 @@ const (
 	erInnodbReadOnly    = 1836 // ER_READ_ONLY_MODE
 	erNoSuchTable       = 1146 // ER_NO_SUCH_TABLE
 	erBadField          = 1054 // ER_BAD_FIELD_ERROR
-	erQueryInterrupted  = 1317 // ER_QUERY_INTERRUPTED
 	erServerShutdown    = 1053 // ER_SERVER_SHUTDOWN
 	erConCount          = 1040 // ER_CON_COUNT_ERROR (too many connections)
 	erLockAbortedDeadlk = 1614 // ER_XA_RBDEADLOCK
@@ -66,12 +65,8 @@ func connectionError(err error) bool {
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, sql.ErrConnDone) {
 		return true
 	}
-	var ne net.Error
-	if errors.As(err, &ne) {
-		return true
-	}
-	var oe *net.OpError
-	return errors.As(err, &oe)
+	var ne net.Error // *net.OpError included
+	return errors.As(err, &ne)
 }
 
 // classify maps a driver error to the contract's sentinels. The result always wraps the
@@ -98,11 +93,9 @@ func classify(err error) error {
 			return fmt.Errorf("server is read-only (demoted primary?): %w (%w)", engine.ErrUnavailable, err)
 		case erNoSuchTable, erBadField:
 			return fmt.Errorf("%w (%w)", ErrSchema, err)
-		case erLockDeadlock, erLockWaitTimeout, erLockAbortedDeadlk, erQueryInterrupted, erConCount, erServerShutdown:
-			return fmt.Errorf("%w (%w)", engine.ErrUnavailable, err)
 		}
-		// Any other server error: the statement failed and changed nothing we know of.
-		return fmt.Errorf("%w (%w)", engine.ErrUnavailable, err)
+		// Any other server error (deadlock, lock wait timeout, interrupted, too many
+		// connections, shutdown, …): the statement failed and changed nothing we know of.
 	}
 	return fmt.Errorf("%w (%w)", engine.ErrUnavailable, err)
 }

@@ -17,7 +17,8 @@ type rowScanner interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// readLease reads a lease row and the server's clock; forUpdate locks it.
+// readLease reads a lease row and the server's clock with it; forUpdate locks it. A
+// missing row reads no clock (now is zero): only AcquireLease needs one then.
 func (s *Store) readLease(ctx context.Context, q rowScanner, key string, forUpdate bool) (l engine.Lease, now time.Time, found bool, err error) {
 	query := selectLease
 	if forUpdate {
@@ -28,8 +29,7 @@ func (s *Store) readLease(ctx context.Context, q rowScanner, key string, forUpda
 	start := time.Now()
 	err = q.QueryRowContext(ctx, query, s.cluster, key).Scan(&l.Owner, &l.Epoch, &exp, &status, &nowV)
 	if errors.Is(err, sql.ErrNoRows) {
-		n, nerr := s.nowOn(ctx, q)
-		return engine.Lease{Key: key}, n, false, nerr
+		return engine.Lease{Key: key}, now, false, nil
 	}
 	if err != nil {
 		return l, now, false, err
@@ -81,6 +81,9 @@ func (s *Store) AcquireLease(ctx context.Context, key, owner string, ttl time.Du
 		}
 		switch {
 		case !found:
+			if now, err = s.nowOn(ctx, tx); err != nil {
+				return err
+			}
 			l.Epoch = 1
 		case l.HeldAt(now) && l.Owner == owner:
 			// renewal by the holder: same tenure, same epoch

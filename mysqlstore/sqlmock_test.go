@@ -476,6 +476,10 @@ func TestRedact(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("ParseDSN error %v: want an error without the password", err)
 	}
+	// Should a parse error ever echo the DSN, the password is still taken out of it.
+	if got := redactMessage("bad DSN user:hunter2@tcp(db:3306/helix", "user:hunter2@tcp(db:3306/helix"); strings.Contains(got, "hunter2") {
+		t.Fatalf("redactMessage of an unparseable DSN = %q: want no password", got)
+	}
 	cfg, err := ParseDSN("u:p@tcp(h:1)/db?innodb_lock_wait_timeout=7")
 	if err != nil {
 		t.Fatal(err)

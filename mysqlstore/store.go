@@ -94,9 +94,24 @@ func redactConfig(cfg *mysql.Config) string {
 	return c.FormatDSN()
 }
 
+// redactMessage removes dsn's password from msg. A DSN that does not parse (ParseDSN's
+// own error path) is split the way the driver reads it: user:password@ before the last
+// '@' ahead of the last '/'.
 func redactMessage(msg, dsn string) string {
-	if cfg, err := mysql.ParseDSN(dsn); err == nil && cfg.Passwd != "" {
-		msg = strings.ReplaceAll(msg, cfg.Passwd, "xxxxx")
+	var pw string
+	if cfg, err := mysql.ParseDSN(dsn); err == nil {
+		pw = cfg.Passwd
+	} else {
+		head := dsn
+		if i := strings.LastIndexByte(head, '/'); i >= 0 {
+			head = head[:i]
+		}
+		if i := strings.LastIndexByte(head, '@'); i >= 0 {
+			_, pw, _ = strings.Cut(head[:i], ":")
+		}
+	}
+	if pw != "" {
+		msg = strings.ReplaceAll(msg, pw, "xxxxx")
 	}
 	return msg
 }

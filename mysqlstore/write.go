@@ -108,14 +108,8 @@ func (s *Store) PutTaskList(ctx context.Context, tl engine.TaskList) (engine.Rep
 			return err
 		}
 		for p, st := range state {
-			switch engine.PartitionState(st) {
-			case engine.Deleted:
-				rev++
-				revive, reviveRev = append(revive, p), append(reviveRev, rev)
-			default:
-				if st >= 0 {
-					continue
-				}
+			switch {
+			case st < 0:
 				rev++
 				insert = append(insert, s.cluster, tl.Domain, tl.Name, p, rev)
 				if len(insert)/5 == chunk {
@@ -123,6 +117,9 @@ func (s *Store) PutTaskList(ctx context.Context, tl engine.TaskList) (engine.Rep
 						return err
 					}
 				}
+			case engine.PartitionState(st) == engine.Deleted:
+				rev++
+				revive, reviveRev = append(revive, p), append(reviveRev, rev)
 			}
 		}
 		if err := flush(); err != nil {
@@ -472,53 +469,54 @@ func sortedIDs(ids map[string]bool) []string {
 	return out
 }
 
-func (s *Store) lockNodes(ctx context.Context, tx *sql.Tx, ids map[string]bool) (map[string]nodeRow, error) {
-	out := map[string]nodeRow{}
+// eachIDChunk calls fn for the ids in sorted order (the lock order), up to chunk at a
+// time, with the WHERE condition "cluster = ? AND id IN (…)" and its arguments.
+func (s *Store) eachIDChunk(ids map[string]bool, fn func(where string, args []any) error) error {
 	list := sortedIDs(ids)
 	for i := 0; i < len(list); i += chunk {
 		part := list[i:min(i+chunk, len(list))]
-		args := []any{s.cluster}
+		args := make([]any, 0, len(part)+1)
+		args = append(args, s.cluster)
 		for _, id := range part {
 			args = append(args, id)
 		}
-		rows, err := tx.QueryContext(ctx, "SELECT id, incarnation, status, TIMESTAMPDIFF(MICROSECOND, last_heartbeat, UTC_TIMESTAMP(6)) FROM helix_nodes WHERE cluster = ? AND id IN ("+
-			placeholders(len(part))+") FOR UPDATE", args...)
-		if err != nil {
-			return nil, err
+		if err := fn("cluster = ? AND id IN ("+placeholders(len(part))+")", args); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+func (s *Store) lockNodes(ctx context.Context, tx *sql.Tx, ids map[string]bool) (map[string]nodeRow, error) {
+	out := map[string]nodeRow{}
+	err := s.eachIDChunk(ids, func(where string, args []any) error {
+		rows, err := tx.QueryContext(ctx, "SELECT id, incarnation, status, TIMESTAMPDIFF(MICROSECOND, last_heartbeat, UTC_TIMESTAMP(6)) FROM helix_nodes WHERE "+
+			where+" FOR UPDATE", args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
 		for rows.Next() {
 			var id string
 			var n nodeRow
 			var st uint8
 			var age int64
 			if err := rows.Scan(&id, &n.incarnation, &st, &age); err != nil {
-				rows.Close()
-				return nil, err
+				return err
 			}
 			n.status, n.age = engine.NodeStatus(st), time.Duration(age)*time.Microsecond
 			out[id] = n
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
+		return rows.Err()
+	})
+	return out, err
 }
 
 func (s *Store) updateNodes(ctx context.Context, tx *sql.Tx, set string, ids map[string]bool) error {
-	list := sortedIDs(ids)
-	for i := 0; i < len(list); i += chunk {
-		part := list[i:min(i+chunk, len(list))]
-		args := []any{s.cluster}
-		for _, id := range part {
-			args = append(args, id)
-		}
-		if _, err := tx.ExecContext(ctx, "UPDATE helix_nodes SET "+set+" WHERE cluster = ? AND id IN ("+placeholders(len(part))+")", args...); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.eachIDChunk(ids, func(where string, args []any) error {
+		_, err := tx.ExecContext(ctx, "UPDATE helix_nodes SET "+set+" WHERE "+where, args...)
+		return err
+	})
 }
 
 func (s *Store) readTaskLists(ctx context.Context, tx *sql.Tx) (map[[2]string]int, error) {

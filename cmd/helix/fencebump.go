@@ -37,7 +37,7 @@ twice is harmless (one more re-election). Deletable leases stay deletable.
 func runFenceBump(ctx context.Context, e *env, args []string) int {
 	fs := newFlagSet(e, "fence-bump", "helix fence-bump [--dsn-file FILE] [--cluster NAME] [--by N]", fenceBumpExamples)
 	dsnFile := dsnFlag(fs)
-	dsnArg := fs.String("dsn", "", "MySQL `DSN` (discouraged: visible in ps; prefer $HELIX_DSN or --dsn-file)")
+	dsnArg := dsnArgFlag(fs)
 	cluster := fs.String("cluster", mysqlstore.DefaultCluster, "the helix `cluster` whose leases to bump")
 	by := fs.Uint64("by", 1_000_000, "raise every epoch by `N` (≥ 1)")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"time"
 
@@ -27,6 +28,12 @@ It refuses a database migrated by a newer helix (upgrade the binary first).
 The DSN must name the database, e.g. user:pass@tcp(db.internal:3306)/helix?tls=true
 `
 
+// dsnArgFlag registers --dsn on fs (migrate and fence-bump only; discouraged, see
+// dsnFromFlags) and returns its value.
+func dsnArgFlag(fs *flag.FlagSet) *string {
+	return fs.String("dsn", "", "MySQL `DSN` (discouraged: visible in ps; prefer $HELIX_DSN or --dsn-file)")
+}
+
 // dsnFromFlags returns --dsn if given on the command line (with a warning: it shows in
 // ps and shell history), else the shared HELIX_DSN / --dsn-file / HELIX_DSN_FILE
 // resolution of dsn.go.
@@ -41,7 +48,7 @@ func dsnFromFlags(e *env, flagDSN, dsnFile string) (string, error) {
 func runMigrate(ctx context.Context, e *env, args []string) int {
 	fs := newFlagSet(e, "migrate", "helix migrate [--dsn-file FILE] [--check] [--timeout D]", migrateExamples)
 	dsnFile := dsnFlag(fs)
-	dsnArg := fs.String("dsn", "", "MySQL `DSN` (discouraged: visible in ps; prefer $HELIX_DSN or --dsn-file)")
+	dsnArg := dsnArgFlag(fs)
 	check := fs.Bool("check", false, "only report the schema version; exit 1 unless it is current")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long (includes waiting for another host's migration)")
 	pos, code, ok := parseFlags(e, fs, args)
@@ -67,13 +74,13 @@ func runMigrate(ctx context.Context, e *env, args []string) int {
 	defer db.Close()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	latest := mysqlstore.LatestVersion()
 	if *check {
 		v, err := mysqlstore.SchemaVersion(ctx, db)
 		if err != nil {
 			fmt.Fprintf(e.stderr, "helix migrate: %s: %v\n", name, err)
 			return 1
 		}
+		latest := mysqlstore.LatestVersion()
 		fmt.Fprintf(e.stdout, "schema version %d; this binary's is %d\n", v, latest)
 		if v != latest {
 			return 1

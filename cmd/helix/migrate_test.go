@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -15,35 +14,23 @@ import (
 	"github.com/helixcoord/helix/mysqlstore/mysqltest"
 )
 
-// runCmd runs the helix binary's run with the given environment; it returns the exit
-// code, stdout and stderr.
-func runCmd(t *testing.T, vars map[string]string, args ...string) (int, string, string) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	e := &env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(k string) string { return vars[k] }}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	code := run(ctx, e, args)
-	return code, out.String(), errb.String()
-}
-
 func TestMigrateAndFenceBumpHelp(t *testing.T) {
 	for _, cmd := range []string{"migrate", "fence-bump"} {
-		code, out, _ := runCmd(t, nil, cmd, "--help")
+		code, out, _ := quick(t, nil, cmd, "--help")
 		if code != 0 || !strings.Contains(out, "Examples:") || !strings.Contains(out, "helix "+cmd) {
 			t.Errorf("%s --help: exit %d, want 0 and usage with examples on stdout; got:\n%s", cmd, code, out)
 		}
-		if code, _, _ := runCmd(t, nil, cmd, "--no-such-flag"); code != 2 {
+		if code, _, _ := quick(t, nil, cmd, "--no-such-flag"); code != 2 {
 			t.Errorf("%s with a bad flag: exit %d, want 2", cmd, code)
 		}
-		if code, _, errOut := runCmd(t, nil, cmd); code != 1 || !strings.Contains(errOut, "HELIX_DSN") {
+		if code, _, errOut := quick(t, nil, cmd); code != 1 || !strings.Contains(errOut, "HELIX_DSN") {
 			t.Errorf("%s without a DSN: exit %d, stderr %q; want 1 and a hint naming HELIX_DSN", cmd, code, errOut)
 		}
 	}
-	if code, _, errOut := runCmd(t, nil, "fence-bump", "--by", "0"); code != 2 || !strings.Contains(errOut, "--by") {
+	if code, _, errOut := quick(t, nil, "fence-bump", "--by", "0"); code != 2 || !strings.Contains(errOut, "--by") {
 		t.Errorf("fence-bump --by 0: exit %d, stderr %q; want 2 naming --by", code, errOut)
 	}
-	if code, _, _ := runCmd(t, nil, "migrate", "extra"); code != 2 {
+	if code, _, _ := quick(t, nil, "migrate", "extra"); code != 2 {
 		t.Errorf("migrate with a positional argument: exit %d, want 2", code)
 	}
 }
@@ -51,18 +38,18 @@ func TestMigrateAndFenceBumpHelp(t *testing.T) {
 func TestMigrateCommand(t *testing.T) {
 	dsn := mysqltest.DSN(t)
 	vars := map[string]string{"HELIX_DSN": dsn}
-	if code, out, errOut := runCmd(t, vars, "migrate", "--check"); code != 1 || !strings.Contains(out, "schema version 0") {
+	if code, out, errOut := quick(t, vars, "migrate", "--check"); code != 1 || !strings.Contains(out, "schema version 0") {
 		t.Fatalf("migrate --check on an empty database: exit %d, out %q, err %q; want 1 and version 0", code, out, errOut)
 	}
-	code, out, errOut := runCmd(t, vars, "migrate")
+	code, out, errOut := quick(t, vars, "migrate")
 	if code != 0 || !strings.Contains(out, "migrated from version 0") {
 		t.Fatalf("migrate: exit %d, out %q, err %q", code, out, errOut)
 	}
-	code, out, errOut = runCmd(t, vars, "migrate")
+	code, out, errOut = quick(t, vars, "migrate")
 	if code != 0 || !strings.Contains(out, "nothing to do") {
 		t.Fatalf("second migrate: exit %d, out %q, err %q; want 0 and nothing to do", code, out, errOut)
 	}
-	if code, _, _ := runCmd(t, vars, "migrate", "--check"); code != 0 {
+	if code, _, _ := quick(t, vars, "migrate", "--check"); code != 0 {
 		t.Fatalf("migrate --check after migrating: exit %d, want 0", code)
 	}
 	// The DSN may come from a file instead; the file's trailing newline is trimmed.
@@ -70,7 +57,7 @@ func TestMigrateCommand(t *testing.T) {
 	if err := os.WriteFile(f, []byte(dsn+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, errOut := runCmd(t, nil, "migrate", "--dsn-file", f); code != 0 {
+	if code, _, errOut := quick(t, nil, "migrate", "--dsn-file", f); code != 0 {
 		t.Fatalf("migrate --dsn-file: exit %d, err %q", code, errOut)
 	}
 }
@@ -78,7 +65,7 @@ func TestMigrateCommand(t *testing.T) {
 func TestMigrateErrorsHidePassword(t *testing.T) {
 	const secret = "s3cr3t-pa55"
 	vars := map[string]string{"HELIX_DSN": "helix:" + secret + "@tcp(127.0.0.1:1)/helix?timeout=200ms"}
-	code, out, errOut := runCmd(t, vars, "migrate")
+	code, out, errOut := quick(t, vars, "migrate")
 	if code != 1 {
 		t.Fatalf("migrate against a closed port: exit %d, want 1", code)
 	}
@@ -90,7 +77,7 @@ func TestMigrateErrorsHidePassword(t *testing.T) {
 func TestFenceBumpCommand(t *testing.T) {
 	dsn := mysqltest.DSN(t)
 	vars := map[string]string{"HELIX_DSN": dsn}
-	if code, _, errOut := runCmd(t, vars, "migrate"); code != 0 {
+	if code, _, errOut := quick(t, vars, "migrate"); code != 0 {
 		t.Fatalf("migrate: %s", errOut)
 	}
 	ctx := context.Background()
@@ -107,7 +94,7 @@ func TestFenceBumpCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	code, out, errOut := runCmd(t, vars, "fence-bump")
+	code, out, errOut := quick(t, vars, "fence-bump")
 	if code != 0 || !strings.Contains(out, "1 lease(s)") {
 		t.Fatalf("fence-bump: exit %d, out %q, err %q", code, out, errOut)
 	}
@@ -132,7 +119,7 @@ func TestFenceBumpCommand(t *testing.T) {
 	if again.Lease.Epoch != held.Lease.Epoch+1_000_001 {
 		t.Fatalf("next grant has epoch %d, want %d", again.Lease.Epoch, held.Lease.Epoch+1_000_001)
 	}
-	if code, out, _ := runCmd(t, vars, "fence-bump", "--by", "5", "--cluster", "other"); code != 0 || !strings.Contains(out, "0 lease(s)") {
+	if code, out, _ := quick(t, vars, "fence-bump", "--by", "5", "--cluster", "other"); code != 0 || !strings.Contains(out, "0 lease(s)") {
 		t.Fatalf("fence-bump of an empty cluster: exit %d, out %q", code, out)
 	}
 }
