@@ -102,6 +102,16 @@ type Assignment struct {
 	Revision uint64
 }
 
+// IncomingTo is the node a partition is on its way to, or "": the Target of a row that is
+// Releasing, or Unassigned after its release was acknowledged (until it is assigned).
+// These are the rows a heartbeat reports as Incoming to that node.
+func (a Assignment) IncomingTo() string {
+	if a.State == Releasing || a.State == Unassigned {
+		return a.Target
+	}
+	return ""
+}
+
 // Label is one key=value label of a node. Labels are kept sorted by key.
 type Label struct {
 	Key, Value string

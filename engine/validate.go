@@ -123,3 +123,45 @@ func ValidateNodeUpdate(id string, u NodeUpdate) error {
 	}
 	return ValidateNodeSpec(spec)
 }
+
+// The input rules of each Store call that takes loose arguments. Fields are checked in
+// the order they appear, and the first failure is the one reported.
+
+// ValidateAcquire checks AcquireLease's arguments.
+func ValidateAcquire(key, owner string, ttl time.Duration) error {
+	return firstErr(ValidateName("lease.key", key), ValidateName("lease.owner", owner), ValidateTTL(ttl))
+}
+
+// ValidateRenew checks RenewLease's arguments.
+func ValidateRenew(key, owner string, epoch uint64, ttl time.Duration) error {
+	return firstErr(ValidateName("lease.key", key), ValidateName("lease.owner", owner), ValidateEpoch("lease.epoch", epoch), ValidateTTL(ttl))
+}
+
+// ValidateRelease checks ReleaseLease's arguments.
+func ValidateRelease(key, owner string, epoch uint64) error {
+	return firstErr(ValidateName("lease.key", key), ValidateName("lease.owner", owner), ValidateEpoch("lease.epoch", epoch))
+}
+
+// ValidateNodeIncarnation checks a node id and incarnation (Heartbeat, DeregisterNode).
+func ValidateNodeIncarnation(id string, incarnation uint64) error {
+	return firstErr(ValidateName("node.id", id), ValidateIncarnation("node.incarnation", incarnation))
+}
+
+// ValidateTaskListName checks a task list's domain and name (DeleteTaskList).
+func ValidateTaskListName(domain, name string) error {
+	return firstErr(ValidateName("tasklist.domain", domain), ValidateName("tasklist.name", name))
+}
+
+// ValidateAck checks a release acknowledgement.
+func ValidateAck(a Ack) error {
+	return firstErr(ValidatePartitionID("ack.partition", a.Partition), ValidateName("ack.node", a.Node), ValidateIncarnation("ack.incarnation", a.Incarnation))
+}
+
+func firstErr(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}

@@ -61,7 +61,7 @@ func (s *Store) readLeaseRetry(ctx context.Context, key string) (l engine.Lease,
 // AcquireLease implements engine.Store. A standby polling a held lease costs one plain
 // SELECT; taking or renewing it is a transaction around a locking read of the row.
 func (s *Store) AcquireLease(ctx context.Context, key, owner string, ttl time.Duration) (engine.LeaseReply, error) {
-	if err := firstErr(engine.ValidateName("lease.key", key), engine.ValidateName("lease.owner", owner), engine.ValidateTTL(ttl)); err != nil {
+	if err := engine.ValidateAcquire(key, owner, ttl); err != nil {
 		return engine.LeaseReply{}, err
 	}
 	// Fast refusal from a plain read: the row was held at that instant of server time,
@@ -128,7 +128,7 @@ func (s *Store) AcquireLease(ctx context.Context, key, owner string, ttl time.Du
 // unexpired-by-server-time, then one SELECT for the reply. Repeating the UPDATE after a
 // lost reply is harmless (it extends the same tenure again), so it is retried.
 func (s *Store) RenewLease(ctx context.Context, key, owner string, epoch uint64, ttl time.Duration) (engine.LeaseReply, error) {
-	if err := firstErr(engine.ValidateName("lease.key", key), engine.ValidateName("lease.owner", owner), engine.ValidateEpoch("lease.epoch", epoch), engine.ValidateTTL(ttl)); err != nil {
+	if err := engine.ValidateRenew(key, owner, epoch, ttl); err != nil {
 		return engine.LeaseReply{}, err
 	}
 	n, err := s.exec(ctx, "UPDATE helix_leases SET expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND "+
@@ -156,7 +156,7 @@ func ttlMicros(ttl time.Duration) int64 { return max(1, ttl.Microseconds()) }
 // lease inactive at our epoch was released by us (only the holder of an epoch can
 // release it; fence-bump changes the epoch).
 func (s *Store) ReleaseLease(ctx context.Context, key, owner string, epoch uint64) (engine.LeaseReply, error) {
-	if err := firstErr(engine.ValidateName("lease.key", key), engine.ValidateName("lease.owner", owner), engine.ValidateEpoch("lease.epoch", epoch)); err != nil {
+	if err := engine.ValidateRelease(key, owner, epoch); err != nil {
 		return engine.LeaseReply{}, err
 	}
 	bo := newBackoff()

@@ -112,7 +112,7 @@ func (s *Store) RegisterNode(ctx context.Context, spec engine.NodeSpec) (engine.
 // reads the node's revision, the server's clock, its rows and the partitions on their
 // way to it consistently.
 func (s *Store) Heartbeat(ctx context.Context, id string, incarnation uint64, known uint64) (engine.HeartbeatReply, error) {
-	if err := firstErr(engine.ValidateName("node.id", id), engine.ValidateIncarnation("node.incarnation", incarnation)); err != nil {
+	if err := engine.ValidateNodeIncarnation(id, incarnation); err != nil {
 		return engine.HeartbeatReply{}, err
 	}
 	n, err := s.exec(ctx, "UPDATE helix_nodes SET last_heartbeat = UTC_TIMESTAMP(6) "+
@@ -147,7 +147,7 @@ func (s *Store) Heartbeat(ctx context.Context, id string, incarnation uint64, kn
 // DeregisterNode implements engine.Store: idempotent; ErrNotFound if the id is unknown
 // or the incarnation was never issued.
 func (s *Store) DeregisterNode(ctx context.Context, id string, incarnation uint64) (engine.Reply, error) {
-	if err := firstErr(engine.ValidateName("node.id", id), engine.ValidateIncarnation("node.incarnation", incarnation)); err != nil {
+	if err := engine.ValidateNodeIncarnation(id, incarnation); err != nil {
 		return engine.Reply{}, err
 	}
 	if _, err := s.exec(ctx, "UPDATE helix_nodes SET status = 1 WHERE cluster = ? AND id = ? AND incarnation = ? AND status = 0", s.cluster, id, incarnation); err != nil {

@@ -360,14 +360,3 @@ var newBatchID = func() []byte {
 	_, _ = rand.Read(b)
 	return b
 }
-
-// firstErr returns the first non-nil error: validations are listed in the order their
-// fields appear, and the first failure is the one reported.
-func firstErr(errs ...error) error {
-	for _, e := range errs {
-		if e != nil {
-			return e
-		}
-	}
-	return nil
-}

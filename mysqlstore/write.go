@@ -144,7 +144,7 @@ func (s *Store) PutTaskList(ctx context.Context, tl engine.TaskList) (engine.Rep
 // DeleteTaskList implements engine.Store. It locks the revision row so that it is
 // ordered with Apply (which checks partitions are configured).
 func (s *Store) DeleteTaskList(ctx context.Context, domain, name string) (engine.Reply, error) {
-	if err := firstErr(engine.ValidateName("tasklist.domain", domain), engine.ValidateName("tasklist.name", name)); err != nil {
+	if err := engine.ValidateTaskListName(domain, name); err != nil {
 		return engine.Reply{}, err
 	}
 	var now time.Time
@@ -348,7 +348,7 @@ func (s *Store) applyTx(ctx context.Context, tx *sql.Tx, b engine.Batch, batchID
 			n.State, n.Owner, n.Incarnation, n.Target = engine.Deleted, "", 0, ""
 		}
 		// Old and new owners, and the node the row was or is on its way to.
-		for _, id := range []string{r.Owner, n.Owner, incomingTo(r), incomingTo(n)} {
+		for _, id := range []string{r.Owner, n.Owner, r.IncomingTo(), n.IncomingTo()} {
 			if id != "" {
 				touched[id] = true
 			}
@@ -384,15 +384,6 @@ func (s *Store) applyTx(ctx context.Context, tx *sql.Tx, b engine.Batch, batchID
 		return engine.ApplyReply{}, err
 	}
 	return engine.ApplyReply{Reply: engine.Reply{Now: now}, Revision: rev}, nil
-}
-
-// incomingTo is the node a row is on its way to: its Target while Releasing, and while
-// Unassigned after a release until it is assigned or deleted; "" for nobody.
-func incomingTo(r engine.Assignment) string {
-	if r.State == engine.Releasing || r.State == engine.Unassigned {
-		return r.Target
-	}
-	return ""
 }
 
 const rowColumns = "domain, tasklist, part_no, owner_id, incarnation, generation, state, target, epoch, revision"
@@ -576,7 +567,7 @@ func (s *Store) writeRows(ctx context.Context, tx *sql.Tx, epoch uint64, next []
 // AckRelease implements engine.Store. Checks in the reference store's order:
 // ErrNodeDead, ErrNotFound, ErrConflict.
 func (s *Store) AckRelease(ctx context.Context, a engine.Ack) (engine.Reply, error) {
-	if err := firstErr(engine.ValidatePartitionID("ack.partition", a.Partition), engine.ValidateName("ack.node", a.Node), engine.ValidateIncarnation("ack.incarnation", a.Incarnation)); err != nil {
+	if err := engine.ValidateAck(a); err != nil {
 		return engine.Reply{}, err
 	}
 	var now time.Time
@@ -614,7 +605,7 @@ func (s *Store) AckRelease(ctx context.Context, a engine.Ack) (engine.Reply, err
 		// The owner loses the row; its target learns the release was acknowledged (the
 		// row stays on its way to it until assigned). One statement for both.
 		touched := map[string]bool{a.Node: true}
-		if to := incomingTo(r); to != "" {
+		if to := r.IncomingTo(); to != "" {
 			touched[to] = true
 		}
 		if err := s.updateNodes(ctx, tx, "assign_rev = assign_rev + 1", touched); err != nil {

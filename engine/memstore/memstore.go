@@ -124,7 +124,7 @@ func errf(sentinel error, format string, args ...any) error {
 
 // AcquireLease implements engine.Store.
 func (s *Store) AcquireLease(ctx context.Context, key, owner string, ttl time.Duration) (engine.LeaseReply, error) {
-	if err := firstErr(engine.ValidateName("lease.key", key), engine.ValidateName("lease.owner", owner), engine.ValidateTTL(ttl)); err != nil {
+	if err := engine.ValidateAcquire(key, owner, ttl); err != nil {
 		return engine.LeaseReply{}, err
 	}
 	now, err := s.begin(ctx, "acquire")
@@ -157,7 +157,7 @@ func (s *Store) AcquireLease(ctx context.Context, key, owner string, ttl time.Du
 
 // RenewLease implements engine.Store.
 func (s *Store) RenewLease(ctx context.Context, key, owner string, epoch uint64, ttl time.Duration) (engine.LeaseReply, error) {
-	if err := firstErr(engine.ValidateName("lease.key", key), engine.ValidateName("lease.owner", owner), engine.ValidateEpoch("lease.epoch", epoch), engine.ValidateTTL(ttl)); err != nil {
+	if err := engine.ValidateRenew(key, owner, epoch, ttl); err != nil {
 		return engine.LeaseReply{}, err
 	}
 	now, err := s.begin(ctx, "renew")
@@ -181,7 +181,7 @@ func (s *Store) RenewLease(ctx context.Context, key, owner string, epoch uint64,
 // ReleaseLease implements engine.Store. A released lease has no owner, status inactive
 // and ExpiresAt = the release time; its epoch is kept.
 func (s *Store) ReleaseLease(ctx context.Context, key, owner string, epoch uint64) (engine.LeaseReply, error) {
-	if err := firstErr(engine.ValidateName("lease.key", key), engine.ValidateName("lease.owner", owner), engine.ValidateEpoch("lease.epoch", epoch)); err != nil {
+	if err := engine.ValidateRelease(key, owner, epoch); err != nil {
 		return engine.LeaseReply{}, err
 	}
 	now, err := s.begin(ctx, "release")
@@ -275,7 +275,7 @@ func (s *Store) RegisterNode(ctx context.Context, spec engine.NodeSpec) (engine.
 
 // Heartbeat implements engine.Store.
 func (s *Store) Heartbeat(ctx context.Context, id string, incarnation uint64, known uint64) (engine.HeartbeatReply, error) {
-	if err := firstErr(engine.ValidateName("node.id", id), engine.ValidateIncarnation("node.incarnation", incarnation)); err != nil {
+	if err := engine.ValidateNodeIncarnation(id, incarnation); err != nil {
 		return engine.HeartbeatReply{}, err
 	}
 	now, err := s.begin(ctx, "heartbeat")
@@ -332,7 +332,7 @@ func (s *Store) assignmentsOf(id string, incarnation uint64) []engine.Assignment
 // dead or replaced succeeds and changes nothing, so a retried deregistration is safe.
 // ErrNotFound if the id is unknown or the incarnation was never issued.
 func (s *Store) DeregisterNode(ctx context.Context, id string, incarnation uint64) (engine.Reply, error) {
-	if err := firstErr(engine.ValidateName("node.id", id), engine.ValidateIncarnation("node.incarnation", incarnation)); err != nil {
+	if err := engine.ValidateNodeIncarnation(id, incarnation); err != nil {
 		return engine.Reply{}, err
 	}
 	now, err := s.begin(ctx, "deregister")
@@ -441,7 +441,7 @@ func (s *Store) PutTaskList(ctx context.Context, tl engine.TaskList) (engine.Rep
 
 // DeleteTaskList implements engine.Store.
 func (s *Store) DeleteTaskList(ctx context.Context, domain, name string) (engine.Reply, error) {
-	if err := firstErr(engine.ValidateName("tasklist.domain", domain), engine.ValidateName("tasklist.name", name)); err != nil {
+	if err := engine.ValidateTaskListName(domain, name); err != nil {
 		return engine.Reply{}, err
 	}
 	now, err := s.begin(ctx, opDeleteTaskList)
@@ -649,13 +649,13 @@ func (s *Store) Apply(ctx context.Context, b engine.Batch) (engine.ApplyReply, e
 		old := s.rows[n.Partition]
 		// Old and new owners, and the node the row was or is on its way to: each learns
 		// of the change with its next heartbeat.
-		for _, id := range []string{old.Owner, n.Owner, incomingTo(*old), incomingTo(n)} {
+		for _, id := range []string{old.Owner, n.Owner, old.IncomingTo(), n.IncomingTo()} {
 			if id != "" {
 				touched[id] = true
 			}
 		}
 		s.setOwner(n.Partition, old.Owner, n.Owner)
-		s.setIncoming(n.Partition, incomingTo(*old), incomingTo(n))
+		s.setIncoming(n.Partition, old.IncomingTo(), n.IncomingTo())
 		n.Revision = s.bump(n.Partition)
 		*old = n
 	}
@@ -669,16 +669,6 @@ func (s *Store) setOwner(p engine.PartitionID, from, to string) { reindex(s.owne
 
 // setIncoming keeps the incoming index in step with a row's incomingTo.
 func (s *Store) setIncoming(p engine.PartitionID, from, to string) { reindex(s.incoming, p, from, to) }
-
-// incomingTo is the node a row is on its way to: its Target while Releasing, and while
-// Unassigned after the release was acknowledged (or its dead owner unassigned) until
-// the coordinator assigns it; else nobody. (Assigned and Deleted rows have no Target.)
-func incomingTo(r engine.Assignment) string {
-	if r.State == engine.Releasing || r.State == engine.Unassigned {
-		return r.Target
-	}
-	return ""
-}
 
 // reindex moves p from key from to key to of an index by node id ("" is no key).
 func reindex(idx map[string]map[engine.PartitionID]struct{}, p engine.PartitionID, from, to string) {
@@ -712,7 +702,7 @@ func (s *Store) bumpNodes(ids map[string]bool) {
 // AckRelease implements engine.Store. ErrNodeDead (unknown id, replaced, or dead
 // incarnation) is checked first; ErrNotFound if the partition has no row.
 func (s *Store) AckRelease(ctx context.Context, a engine.Ack) (engine.Reply, error) {
-	if err := firstErr(engine.ValidatePartitionID("ack.partition", a.Partition), engine.ValidateName("ack.node", a.Node), engine.ValidateIncarnation("ack.incarnation", a.Incarnation)); err != nil {
+	if err := engine.ValidateAck(a); err != nil {
 		return engine.Reply{}, err
 	}
 	now, err := s.begin(ctx, "ack_release")
@@ -734,7 +724,7 @@ func (s *Store) AckRelease(ctx context.Context, a engine.Ack) (engine.Reply, err
 	// The acknowledging owner loses the row; its target learns that the release was
 	// acknowledged (the row stays on its way to it until the coordinator assigns it).
 	touched := map[string]bool{a.Node: true}
-	if to := incomingTo(*r); to != "" {
+	if to := r.IncomingTo(); to != "" {
 		touched[to] = true
 	}
 	s.setOwner(r.Partition, r.Owner, "")
@@ -811,15 +801,6 @@ func (s *Store) Calls() map[string]int {
 }
 
 // ---- helpers ----
-
-func firstErr(errs ...error) error {
-	for _, e := range errs {
-		if e != nil {
-			return e
-		}
-	}
-	return nil
-}
 
 func cloneLabels(l []engine.Label) []engine.Label {
 	if len(l) == 0 {

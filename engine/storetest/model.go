@@ -72,6 +72,8 @@ func (m *model) bump() uint64 { m.rev++; return m.rev }
 
 // incomingTo is the node a row is on its way to: its Target while Releasing, and while
 // Unassigned after a release until it is assigned or deleted ("" for nobody).
+// incomingTo is the model's own statement of engine.Assignment.IncomingTo, kept separate
+// so that the oracle does not share code with the stores it checks.
 func incomingTo(r engine.Assignment) string {
 	if r.State == engine.Releasing || r.State == engine.Unassigned {
 		return r.Target
