@@ -28,6 +28,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/helixcoord/helix"
+	"github.com/helixcoord/helix/engine"
 	"github.com/helixcoord/helix/mysqlstore"
 )
 
@@ -53,13 +54,18 @@ type Profile struct {
 	Tick      time.Duration
 }
 
-// Fast is `--profile fast`: lease 2s, heartbeat 300ms, dead after 1.5s.
-var Fast = Profile{Name: "fast", Args: []string{"--profile", "fast"}, LeaseTTL: 2 * time.Second,
-	Retry: 300 * time.Millisecond, Heartbeat: 300 * time.Millisecond, DeadAfter: 1500 * time.Millisecond, Tick: 300 * time.Millisecond}
+// Fast is `--profile fast` (engine.FastConfig): lease 2s, heartbeat 300ms, dead after 1.5s.
+var Fast = profileOf("fast", engine.FastConfig())
 
-// Default is the default timings: lease 6s, heartbeat 1s, dead after 5s.
-var Default = Profile{Name: "default", Args: []string{"--profile", "default"}, LeaseTTL: 6 * time.Second,
-	Retry: time.Second, Heartbeat: time.Second, DeadAfter: 5 * time.Second, Tick: time.Second}
+// Default is the default timings (engine.DefaultConfig): lease 6s, heartbeat 1s, dead after 5s.
+var Default = profileOf("default", engine.DefaultConfig())
+
+// profileOf is the Profile of `helix node --profile name`, whose timings are cfg's.
+func profileOf(name string, cfg engine.Config) Profile {
+	cfg = cfg.WithDefaults()
+	return Profile{Name: name, Args: []string{"--profile", name}, LeaseTTL: cfg.LeaseTTL,
+		Retry: cfg.RetryPeriod, Heartbeat: cfg.Heartbeat, DeadAfter: cfg.DeadAfter, Tick: cfg.Tick}
+}
 
 // Cluster is a set of helix node processes sharing one database.
 type Cluster struct {

@@ -50,8 +50,8 @@ func TestEndpointsOfARunningNode(t *testing.T) {
 	}
 	reg := prometheus.NewRegistry()
 	m := New(reg)
-	cfg := helix.Config{NodeID: "n1", LeaseTTL: 2 * time.Second, Heartbeat: 300 * time.Millisecond,
-		DeadAfter: 1500 * time.Millisecond, RetryPeriod: 300 * time.Millisecond, Tick: 300 * time.Millisecond}
+	cfg := engine.FastConfig()
+	cfg.NodeID = "n1"
 	node, err := helix.NewNode(cfg, store, helix.HandlerFunc(func(ctx context.Context, p helix.Partition) error {
 		<-ctx.Done()
 		return nil

@@ -178,25 +178,13 @@ func (n *nodeFlags) register(fs *flag.FlagSet, withID bool) {
 	fs.IntVar(&n.maxInFlightPerWorker, "max-in-flight-per-worker", 0, "partitions releasing at once from one worker (0 = unlimited)")
 }
 
-// fastProfile is the timing of tests, demos and the e2e suite: failover in about two
-// seconds, at the price of five times the store load of the defaults.
-func fastProfile() engine.Config {
-	return engine.Config{
-		LeaseTTL:    2 * time.Second,
-		RetryPeriod: 300 * time.Millisecond,
-		Heartbeat:   300 * time.Millisecond,
-		DeadAfter:   1500 * time.Millisecond,
-		Tick:        300 * time.Millisecond,
-	}
-}
-
 // config builds the engine config; errors name the flag.
 func (n *nodeFlags) config() (engine.Config, error) {
 	var c engine.Config
 	switch n.profile {
 	case "default", "":
 	case "fast":
-		c = fastProfile()
+		c = engine.FastConfig()
 	default:
 		return c, fmt.Errorf("invalid --profile %q: must be default or fast", n.profile)
 	}

@@ -120,8 +120,7 @@ func main() {
 		log.Error("put task list", "err", err)
 		os.Exit(1)
 	}
-	fast := helix.Config{LeaseTTL: 2 * time.Second, Heartbeat: 300 * time.Millisecond, DeadAfter: 1500 * time.Millisecond,
-		RetryPeriod: 300 * time.Millisecond, Tick: 300 * time.Millisecond}
+	fast := engine.FastConfig()
 	var nodes []*helix.Node
 	for _, name := range []string{"worker-1", "worker-2"} {
 		cfg := fast
