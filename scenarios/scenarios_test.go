@@ -3,6 +3,7 @@ package scenarios
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -63,13 +64,8 @@ func TestScenarios(t *testing.T) {
 	if len(missing) > 0 {
 		t.Errorf("never reached by the scenario library: %v", missing)
 	}
-	keys := make([]string, 0, len(coverage))
-	for k := range coverage {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
 	var b strings.Builder
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(coverage)) {
 		fmt.Fprintf(&b, "  %-40s %d\n", k, coverage[k])
 	}
 	t.Logf("coverage of the library:\n%s", b.String())

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -15,13 +16,7 @@ func (s *Sim) Inject(a Action) error {
 		return err
 	}
 	a.At = Duration(s.now)
-	s.nEvents++
-	s.begin(event{at: s.now, kind: evAction}, a.Do+" "+a.Target)
-	s.action(&a)
-	s.finish()
-	if s.viol != nil && s.viol.Recent == nil {
-		s.viol.Recent = s.ring.lines()
-	}
+	s.runEvent(event{at: s.now, kind: evAction, act: &a})
 	return nil
 }
 
@@ -56,7 +51,7 @@ func (s *Sim) coordinator() *simNode {
 			return nd
 		}
 	}
-	if lr, err := s.store.ReadLease(s.ctx, s.sc.Config.EngineConfig("x", NodeGroup{}).LeaseKey); err == nil && lr.Lease.HeldAt(lr.Now) {
+	if lr, err := s.store.ReadLease(s.ctx, s.nodes[0].cfg.LeaseKey); err == nil && lr.Lease.HeldAt(lr.Now) {
 		if i, ok := s.byID[lr.Lease.Owner]; ok {
 			return s.nodes[i]
 		}
@@ -194,10 +189,7 @@ func (s *Sim) action(a *Action) {
 				nd.holdFor = int64(a.For)
 				continue
 			}
-			s.faultHits(nd)
-			s.band("pause", nd.id, a.For.D())
-			nd.paused = true
-			s.push(event{at: s.now + int64(a.For), kind: evResume, node: nd.idx, gen: nd.gen})
+			s.pause(nd, a.For.D())
 		}
 	case DoPartition:
 		for _, nd := range nds {
@@ -209,7 +201,6 @@ func (s *Sim) action(a *Action) {
 			nd.cutoff = true
 			nd.buffer = a.Buffer
 			if a.For > 0 {
-				nd := nd
 				s.undoAt(a.For.D(), func(s *Sim) { s.healNode(nd) })
 			}
 		}
@@ -223,7 +214,7 @@ func (s *Sim) action(a *Action) {
 			nd.vbase, nd.nbase = s.now, c+int64(a.Jump)
 			if a.Drift != nil {
 				nd.drift = *a.Drift
-				if abs(nd.drift) > nd.cfg.DriftRate {
+				if math.Abs(nd.drift) > nd.cfg.DriftRate {
 					s.cover("drift_beyond_bound")
 				} else if nd.drift != 0 {
 					s.cover("drift_within_bound")
@@ -347,11 +338,12 @@ func (s *Sim) action(a *Action) {
 	}
 }
 
-func abs(x float64) float64 {
-	if x < 0 {
-		return -x
-	}
-	return x
+// pause stops nd's steps for d: what arrives meanwhile is buffered until it resumes.
+func (s *Sim) pause(nd *simNode, d time.Duration) {
+	s.faultHits(nd)
+	s.band("pause", nd.id, d)
+	nd.paused = true
+	s.push(event{at: s.now + int64(d), kind: evResume, node: nd.idx, gen: nd.gen})
 }
 
 func (s *Sim) healNode(nd *simNode) {
@@ -426,7 +418,7 @@ func (s *Sim) heal() {
 	s.healed = true
 	s.healNetwork()
 	for _, nd := range s.nodes {
-		if nd.drift != 0 && abs(nd.drift) > nd.cfg.DriftRate {
+		if nd.drift != 0 && math.Abs(nd.drift) > nd.cfg.DriftRate {
 			c := nd.clock(s.now)
 			nd.vbase, nd.nbase, nd.drift = s.now, c, 0
 		}
@@ -524,9 +516,9 @@ func (s *Sim) drawSwarm(sw *Swarm) []Action {
 				a.Group = &NodeGroup{Prefix: "sw", Capacity: 1 + rng.IntN(2)}
 			case DoPutTaskList:
 				a.Target = ""
-				tl := s.sc.TaskLists[rng.IntN(max(len(s.sc.TaskLists), 1))%max(len(s.sc.TaskLists), 1)]
-				if len(s.sc.TaskLists) == 0 {
-					tl = TaskListDef{Domain: "swarm", Name: "t"}
+				tl := TaskListDef{Domain: "swarm", Name: "t"}
+				if n := len(s.sc.TaskLists); n > 0 {
+					tl = s.sc.TaskLists[rng.IntN(n)]
 				}
 				tl.Partitions = 1 + rng.IntN(max(2*tl.Partitions, 8))
 				a.TaskList = &tl
@@ -565,10 +557,7 @@ func (s *Sim) sample() {
 				smp.Counts[i] = int32(len(nd.st.Owned))
 			}
 		}
-		s.tl.Samples = append(s.tl.Samples, smp)
-		for len(s.tl.Nodes) < len(s.nodes) {
-			s.tl.Nodes = append(s.tl.Nodes, s.nodes[len(s.tl.Nodes)].id)
-		}
+		s.tl.Samples = append(s.tl.Samples, smp) // Result names the nodes
 	}
 	s.metrics.checkBounds(s)
 	if s.healed && (s.metrics.converged < 0 || s.rowRev != s.metrics.convRev || s.check.maxEpoch != s.metrics.convEpoch) {

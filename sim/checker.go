@@ -53,7 +53,7 @@ func (c *checker) leaseEpoch(s *Sim, e uint64) {
 // dropNode forgets a node's beliefs: its process ended.
 func (c *checker) dropNode(s *Sim, nd *simNode) {
 	for _, o := range nd.owned {
-		c.owners[o.Partition] = slices.DeleteFunc(c.owners[o.Partition], func(i int32) bool { return i == nd.idx })
+		c.removeOwner(o.Partition, nd.idx)
 	}
 	nd.owned = nil
 	if nd.coord {
@@ -77,7 +77,8 @@ func (s *Sim) checkNode(nd *simNode) {
 		}
 		nd.coord = isCoord
 	}
-	if nd.believesCoordinator(now) && !s.inGrace(nd) {
+	believes := nd.believesCoordinator(now)
+	if believes && !s.inGrace(nd) {
 		e := nd.st.Epoch
 		for _, i := range c.coords {
 			if o := s.nodes[i]; i != nd.idx && o.believesCoordinator(now) && !s.inGrace(o) {
@@ -110,7 +111,7 @@ func (s *Sim) checkNode(nd *simNode) {
 		}
 	}
 
-	nd.wasCoord = nd.believesCoordinator(now)
+	nd.wasCoord = believes
 
 	// S3: at most one node processes a partition; generations only grow.
 	var cur []engine.OwnedPartition
@@ -135,15 +136,10 @@ func (s *Sim) checkNode(nd *simNode) {
 		default:
 			cmp = engine.ComparePartitions(prev[i].Partition, cur[j].Partition)
 			if cmp == 0 && prev[i].Generation != cur[j].Generation {
-				// Same partition, new generation: a removal and an addition.
+				// Same partition, new generation: a removal, then an addition below.
 				c.removeOwner(prev[i].Partition, nd.idx)
-				c.owners[cur[j].Partition] = append(c.owners[cur[j].Partition], nd.idx)
-				if liveNow {
-					s.checkClaim(nd, cur[j])
-				}
 				i++
-				j++
-				continue
+				cmp = 1
 			}
 		}
 		switch {
@@ -273,16 +269,13 @@ func (c *checker) configuredPresent(s *Sim) {
 	}
 }
 
-// beforeApply checks the handoff rule on a batch the store is about to judge: a
-// coordinator whose fence is good must not assign a partition that a live incarnation
+// beforeApply checks the handoff rule on a batch with a good fence that the store is
+// about to judge: the coordinator must not assign a partition that a live incarnation
 // still owns (Assigned, or Releasing without its acknowledgement), planned from the
 // row's current revision. The store refuses such a change too, but a coordinator that
 // sends one has broken the protocol S3 rests on; checking the intent catches the bug
 // even behind the store's own defence.
-func (c *checker) beforeApply(s *Sim, req *request, b engine.Batch, lr engine.LeaseReply, lerr error) {
-	if lerr != nil || lr.Lease.Epoch != b.Fence.Epoch || !lr.Lease.HeldAt(lr.Now) {
-		return // fenced: the store will refuse the whole batch
-	}
+func (c *checker) beforeApply(s *Sim, req *request, b engine.Batch) {
 	var alive map[string]uint64
 	for _, ch := range b.Changes {
 		if ch.Kind != engine.ChangeAssign {

@@ -6,8 +6,9 @@
 // Everything happens on one goroutine, in virtual time: an event queue ordered by time
 // and then by a sequence number, so that two events at the same instant run in the order
 // they were queued. All randomness comes from one seed, split into a PRNG per component
-// (network, faults, swarm, list order, and each node process), so adding a draw in one
-// component does not shift the others. Nothing reads the wall clock. The same scenario and
+// (network, faults, swarm, and each node process), so adding a draw in one component
+// does not shift the others; the order of list replies, when shuffled, has a seed of its
+// own (Options.ShuffleSeed). Nothing reads the wall clock. The same scenario and
 // seed therefore give a byte-identical trace at any GOMAXPROCS, with or without -race;
 // CheckDeterminism proves it for a seed by running it twice and comparing event logs.
 //

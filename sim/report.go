@@ -214,34 +214,34 @@ func (m *metrics) checkBounds(s *Sim) {
 		var late []engine.PartitionID
 		for p, f := range m.pending {
 			if !s.configured(p) {
-				late = append(late, p) // deleted meanwhile: nothing to wait for
+				delete(m.pending, p) // deleted meanwhile: nothing to wait for
 				continue
 			}
 			if time.Duration(s.now-f.start) > b {
 				late = append(late, p)
 			}
 		}
-		slices.SortFunc(late, engine.ComparePartitions)
-		for _, p := range late {
+		if len(late) > 0 {
+			p := slices.MinFunc(late, engine.ComparePartitions)
 			f := m.pending[p]
-			if !s.configured(p) {
-				delete(m.pending, p)
-				continue
-			}
 			s.fail("B2", fmt.Sprintf("%s not processed again %v after the fault that hit %s at %s (bound %v)", p, time.Duration(s.now-f.start), s.nodes[f.node].id, fmtV(f.start), b))
-			return
 		}
 	}
 }
 
 // Percentile returns the p-th percentile (0–100) of ds by nearest rank, 0 if empty.
 func Percentile(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
 	c := slices.Clone(ds)
 	slices.Sort(c)
-	k := int(p/100*float64(len(c))+0.999999) - 1
-	k = min(max(k, 0), len(c)-1)
-	return c[k]
+	return nearestRank(c, p)
+}
+
+// nearestRank is Percentile of an already sorted slice.
+func nearestRank(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	k := int(p/100*float64(len(sorted))+0.999999) - 1
+	k = min(max(k, 0), len(sorted)-1)
+	return sorted[k]
 }

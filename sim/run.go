@@ -3,6 +3,7 @@ package sim
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -116,7 +117,7 @@ type Summary struct {
 	Events       uint64         `json:"events"`
 	Coverage     map[string]int `json:"coverage"`
 
-	coord, worker []time.Duration
+	coord, worker []time.Duration // every failover so far, sorted
 }
 
 // Add folds one result in.
@@ -140,16 +141,40 @@ func (s *Summary) Add(r *Result) {
 			s.FirstFailure = r.Violation
 		}
 	}
-	s.coord = append(s.coord, r.CoordinatorFailovers...)
-	s.worker = append(s.worker, r.WorkerFailovers...)
+	s.coord = mergeSorted(s.coord, r.CoordinatorFailovers)
+	s.worker = mergeSorted(s.worker, r.WorkerFailovers)
 	if s.Coverage == nil {
 		s.Coverage = map[string]int{}
 	}
 	for k, v := range r.Coverage {
 		s.Coverage[k] += v
 	}
-	s.CoordP50, s.CoordP99, s.CoordMax = Percentile(s.coord, 50), Percentile(s.coord, 99), Percentile(s.coord, 100)
-	s.WorkerP50, s.WorkerP99, s.WorkerMax = Percentile(s.worker, 50), Percentile(s.worker, 99), Percentile(s.worker, 100)
+	s.CoordP50, s.CoordP99, s.CoordMax = nearestRank(s.coord, 50), nearestRank(s.coord, 99), nearestRank(s.coord, 100)
+	s.WorkerP50, s.WorkerP99, s.WorkerMax = nearestRank(s.worker, 50), nearestRank(s.worker, 99), nearestRank(s.worker, 100)
+}
+
+// mergeSorted returns the sorted slice with ds added, still sorted: linear in the
+// total, where sorting everything again after each seed made a summary of many seeds
+// quadratic.
+func mergeSorted(sorted, ds []time.Duration) []time.Duration {
+	if len(ds) == 0 {
+		return sorted
+	}
+	add := slices.Clone(ds) // the result's own slice stays as it is
+	slices.Sort(add)
+	out := make([]time.Duration, 0, len(sorted)+len(add))
+	i, j := 0, 0
+	for i < len(sorted) && j < len(add) {
+		if sorted[i] <= add[j] {
+			out = append(out, sorted[i])
+			i++
+		} else {
+			out = append(out, add[j])
+			j++
+		}
+	}
+	out = append(out, sorted[i:]...)
+	return append(out, add[j:]...)
 }
 
 // SetWall records the wall time the runs took (measured by the caller: the simulator

@@ -208,6 +208,10 @@ const (
 var actionKinds = []string{DoCrash, DoRestart, DoPause, DoPartition, DoHeal, DoClock, DoStoreOutage,
 	DoLatency, DoLoss, DoPutTaskList, DoDelTaskList, DoDrain, DoUndrain, DoJoin, DoLeave, DoHealAll, DoLeaseReset}
 
+// needTarget are the actions that act on nodes and so need a target.
+var needTarget = map[string]bool{DoCrash: true, DoRestart: true, DoPause: true, DoPartition: true, DoHeal: true,
+	DoClock: true, DoDrain: true, DoUndrain: true, DoLeave: true}
+
 // Swarm draws random faults per seed (swarm testing): each seed decides which of Kinds
 // are on and how often, then schedules them until Until.
 type Swarm struct {
@@ -379,8 +383,6 @@ func validateAction(f string, a Action, dur time.Duration) error {
 	if a.Repeat > 0 && a.Every <= 0 {
 		return verr(f+".every", "must be > 0 when repeat is set")
 	}
-	needTarget := map[string]bool{DoCrash: true, DoRestart: true, DoPause: true, DoPartition: true, DoHeal: true,
-		DoClock: true, DoDrain: true, DoUndrain: true, DoLeave: true}
 	if needTarget[a.Do] && a.Target == "" {
 		return verr(f+".target", "is required for "+a.Do)
 	}

@@ -52,7 +52,7 @@ type request struct {
 	deadline int64 // virtual time at which the driver gives up
 	nodeDL   int64 // the request's deadline on the node's clock (ns since T0)
 	done     bool  // an outcome was delivered (reply or give-up)
-	outcome  bool  // an outcome event (reply or deadline) is queued
+	outcome  bool  // its fate is settled: a reply is queued, or it was given up
 	value    any
 	err      error
 	epoch    uint64 // OpApply: fence epoch, for coverage
@@ -118,7 +118,7 @@ func (nd *simNode) toVirtual(t time.Time) int64 {
 	return v
 }
 
-// valid reports whether a node-clock deadline is still in the future at virtual v.
+// before reports whether a node-clock deadline is still in the future at virtual v.
 func (nd *simNode) before(v int64, t time.Time) bool {
 	return nd.clock(v) < t.Sub(T0).Nanoseconds()
 }
@@ -376,16 +376,20 @@ func (s *Sim) RunUntil(t time.Duration) {
 		if s.q.peek() > lim {
 			break
 		}
-		e := s.q.pop()
-		s.now = e.at
-		s.nEvents++
-		s.dispatch(e)
-		if s.viol != nil && s.viol.Recent == nil {
-			s.viol.Recent = s.ring.lines()
-		}
+		s.runEvent(s.q.pop())
 	}
 	if s.viol == nil && s.now < lim {
 		s.now = lim
+	}
+}
+
+// runEvent processes one event at its time; a violation it finds keeps the last events.
+func (s *Sim) runEvent(e event) {
+	s.now = e.at
+	s.nEvents++
+	s.dispatch(e)
+	if s.viol != nil && s.viol.Recent == nil {
+		s.viol.Recent = s.ring.lines()
 	}
 }
 
@@ -472,7 +476,8 @@ func (s *Sim) dispatch(e event) {
 }
 
 // startNode starts a (new or restarted) process for nd: a fresh engine.Node with the
-// same id and an empty memory.
+// same id and an empty memory. What the previous process left (pause, wake-up, pending
+// requests, buffered inputs, state) nodeDown has already cleared.
 func (s *Sim) startNode(nd *simNode) {
 	seed := splitmix(s.seed ^ splitmix(uint64(nd.idx)+1) ^ splitmix(nd.restarts<<32))
 	n, err := engine.NewNode(nd.cfg, seed)
@@ -488,12 +493,6 @@ func (s *Sim) startNode(nd *simNode) {
 	nd.n = n
 	nd.up = true
 	nd.gen++
-	nd.paused = false
-	nd.wakeSet = false
-	nd.buffered = nil
-	nd.stale = false
-	nd.st = engine.NodeState{}
-	nd.pending = map[uint64]*request{}
 	s.step(nd, engine.Tick{}, refreshEager)
 }
 
@@ -547,15 +546,8 @@ func (s *Sim) step(nd *simNode, in engine.Input, mode int) {
 			if _, ok := e.Op.(engine.OpApply); ok && nd.holdFor > 0 && !nd.paused {
 				// The armed pause starts now: the Apply stays in the process.
 				s.cover("pause_between_decision_and_write")
-				req := &request{node: nd.idx, gen: nd.gen, id: e.ID, op: e.Op, sentV: s.now, deadline: max(nd.toVirtual(e.Deadline), s.now), nodeDL: e.Deadline.Sub(T0).Nanoseconds()}
-				req.epoch = e.Op.(engine.OpApply).Batch.Fence.Epoch
-				nd.pending[e.ID] = req
-				nd.held = append(nd.held, req)
-				s.check.applySent(req)
-				nd.paused = true
-				s.metrics.faultHits(s, nd)
-				s.band("pause", nd.id, time.Duration(nd.holdFor))
-				s.push(event{at: s.now + nd.holdFor, kind: evResume, node: nd.idx, gen: nd.gen})
+				nd.held = append(nd.held, s.newRequest(nd, e))
+				s.pause(nd, time.Duration(nd.holdFor))
 				nd.holdFor = 0
 				continue
 			}
@@ -677,13 +669,20 @@ func (s *Sim) lossRates(n int32) (req, rep float64) {
 	return
 }
 
-func (s *Sim) send(nd *simNode, r engine.StoreRequest) {
+// newRequest records a request the node just emitted: pending until its outcome, and,
+// for an Apply, in flight for the checker.
+func (s *Sim) newRequest(nd *simNode, r engine.StoreRequest) *request {
 	req := &request{node: nd.idx, gen: nd.gen, id: r.ID, op: r.Op, sentV: s.now, deadline: max(nd.toVirtual(r.Deadline), s.now), nodeDL: r.Deadline.Sub(T0).Nanoseconds()}
 	if a, ok := r.Op.(engine.OpApply); ok {
 		req.epoch = a.Batch.Fence.Epoch
 		s.check.applySent(req)
 	}
 	nd.pending[r.ID] = req
+	return req
+}
+
+func (s *Sim) send(nd *simNode, r engine.StoreRequest) {
+	req := s.newRequest(nd, r)
 	lq, _ := s.lossRates(nd.idx)
 	if nd.cutoff && nd.buffer {
 		nd.held = append(nd.held, req)
@@ -816,10 +815,13 @@ func (s *Sim) execute(req *request) (any, error) {
 	switch op := req.op.(type) {
 	case engine.OpApply:
 		lr, lerr := s.store.ReadLease(s.ctx, op.Batch.Fence.Key)
-		s.check.beforeApply(s, req, op.Batch, lr, lerr)
+		fenceOK := lerr == nil && lr.Lease.Epoch == op.Batch.Fence.Epoch && lr.Lease.HeldAt(lr.Now)
+		if fenceOK { // a fenced batch is refused whole: nothing in it to check
+			s.check.beforeApply(s, req, op.Batch)
+		}
 		v, err := op.Do(s.ctx, s.store)
 		if err == nil {
-			if lerr != nil || lr.Lease.Epoch != op.Batch.Fence.Epoch || !lr.Lease.HeldAt(lr.Now) {
+			if !fenceOK {
 				s.fail("S2", fmt.Sprintf("store accepted a write from %s fenced with epoch %d while the lease %q is at epoch %d held by %q until %s (store now %s)",
 					s.nodes[req.node].id, op.Batch.Fence.Epoch, op.Batch.Fence.Key, lr.Lease.Epoch, lr.Lease.Owner,
 					fmtV(lr.Lease.ExpiresAt.Sub(T0).Nanoseconds()), fmtV(s.now)))
@@ -843,11 +845,12 @@ func (s *Sim) execute(req *request) (any, error) {
 	case engine.OpAcquireLease, engine.OpRenewLease, engine.OpReleaseLease:
 		var before engine.LeaseReply
 		var berr error
-		if r, ok := op.(engine.OpRenewLease); ok {
-			before, berr = s.store.ReadLease(s.ctx, r.Key)
+		renew, isRenew := op.(engine.OpRenewLease)
+		if isRenew {
+			before, berr = s.store.ReadLease(s.ctx, renew.Key)
 		}
 		v, err := op.Do(s.ctx, s.store)
-		if _, ok := op.(engine.OpRenewLease); ok && err == nil && berr == nil && !before.Lease.HeldAt(before.Now) {
+		if isRenew && err == nil && berr == nil && !before.Lease.HeldAt(before.Now) {
 			// A tenure that expired must stay over: from its expiry on, any node may
 			// have taken the lease as free (and acted on it); reviving the old epoch
 			// lets two tenures overlap.
@@ -896,15 +899,13 @@ func (s *Sim) reply(req *request) {
 		s.cur.note = "dropped: process gone"
 		return
 	}
+	req.done = true
+	delete(nd.pending, req.id)
 	if nd.cutoff {
 		s.cur.note = "dropped: partitioned"
 		s.cover("reply_dropped_partitioned")
-		req.done = true
-		delete(nd.pending, req.id)
 		return
 	}
-	req.done = true
-	delete(nd.pending, req.id)
 	if nd.paused {
 		nd.buffered = append(nd.buffered, input{req: req})
 		s.cur.note = "buffered: paused"
@@ -940,30 +941,31 @@ func (s *Sim) maybeShuffle(v any) any {
 	if !s.sc.Network.ShuffleLists && !s.opt.ForceShuffle {
 		return v
 	}
-	sh := func(n int, swap func(i, j int)) { s.shuffle.Shuffle(n, swap) }
 	switch r := v.(type) {
 	case engine.StateReply:
-		r.Nodes = slices.Clone(r.Nodes)
-		r.TaskLists = slices.Clone(r.TaskLists)
-		r.Assignments = slices.Clone(r.Assignments)
-		sh(len(r.Nodes), func(i, j int) { r.Nodes[i], r.Nodes[j] = r.Nodes[j], r.Nodes[i] })
-		sh(len(r.TaskLists), func(i, j int) { r.TaskLists[i], r.TaskLists[j] = r.TaskLists[j], r.TaskLists[i] })
-		sh(len(r.Assignments), func(i, j int) { r.Assignments[i], r.Assignments[j] = r.Assignments[j], r.Assignments[i] })
+		r.Nodes = shuffled(s.shuffle, r.Nodes)
+		r.TaskLists = shuffled(s.shuffle, r.TaskLists)
+		r.Assignments = shuffled(s.shuffle, r.Assignments)
 		return r
 	case engine.NodesReply:
-		r.Nodes = slices.Clone(r.Nodes)
-		sh(len(r.Nodes), func(i, j int) { r.Nodes[i], r.Nodes[j] = r.Nodes[j], r.Nodes[i] })
+		r.Nodes = shuffled(s.shuffle, r.Nodes)
 		return r
 	case engine.AssignmentsReply:
-		r.Assignments = slices.Clone(r.Assignments)
-		sh(len(r.Assignments), func(i, j int) { r.Assignments[i], r.Assignments[j] = r.Assignments[j], r.Assignments[i] })
+		r.Assignments = shuffled(s.shuffle, r.Assignments)
 		return r
 	case engine.HeartbeatReply:
-		r.Assignments = slices.Clone(r.Assignments)
-		sh(len(r.Assignments), func(i, j int) { r.Assignments[i], r.Assignments[j] = r.Assignments[j], r.Assignments[i] })
+		r.Assignments = shuffled(s.shuffle, r.Assignments)
 		return r
 	}
 	return v
+}
+
+// shuffled is a copy of xs in an order drawn from rng (the reply's own slice is the
+// store's and stays as it is).
+func shuffled[T any](rng *rand.Rand, xs []T) []T {
+	xs = slices.Clone(xs)
+	rng.Shuffle(len(xs), func(i, j int) { xs[i], xs[j] = xs[j], xs[i] })
+	return xs
 }
 
 // markDead records that incarnations of id up to inc are dead for good.

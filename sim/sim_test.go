@@ -241,6 +241,50 @@ func TestSwarmDrawsPerSeed(t *testing.T) {
 	}
 }
 
+// TestSwarmWithoutTaskLists: a swarm over a cluster that starts with no task list draws
+// put_tasklist faults that create one (it used to index the empty list and panic).
+func TestSwarmWithoutTaskLists(t *testing.T) {
+	sc := teethBase("swarm-empty", 30)
+	sc.TaskLists = nil
+	sc.Swarm = &Swarm{Until: sec(20), Kinds: []string{DoPutTaskList}, MinInterval: sec(1), MaxInterval: sec(2)}
+	drawn := 0
+	for seed := uint64(1); seed <= 4; seed++ {
+		r, err := Run(sc, Options{Seed: seed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Violation != nil {
+			t.Fatalf("seed %d:\n%s", seed, r.Violation)
+		}
+		drawn += r.Coverage["action_"+DoPutTaskList]
+	}
+	if drawn == 0 {
+		t.Fatal("4 seeds drew no put_tasklist")
+	}
+}
+
+// TestSummaryPercentiles: the summary's running percentiles equal Percentile over every
+// failover added so far, whatever order the seeds report them in.
+func TestSummaryPercentiles(t *testing.T) {
+	var sum Summary
+	var all []time.Duration
+	for i := 0; i < 50; i++ {
+		r := &Result{Scenario: "p", Seed: uint64(i)}
+		for j := 0; j < i%7; j++ {
+			r.CoordinatorFailovers = append(r.CoordinatorFailovers, time.Duration((i*37+j*11)%23)*time.Second)
+		}
+		sum.Add(r)
+		all = append(all, r.CoordinatorFailovers...)
+		if sum.CoordP50 != Percentile(all, 50) || sum.CoordP99 != Percentile(all, 99) || sum.CoordMax != Percentile(all, 100) {
+			t.Fatalf("after %d results: p50/p99/max %v/%v/%v, want %v/%v/%v", i+1, sum.CoordP50, sum.CoordP99, sum.CoordMax,
+				Percentile(all, 50), Percentile(all, 99), Percentile(all, 100))
+		}
+	}
+	if sum.WorkerP50 != 0 || sum.WorkerMax != 0 {
+		t.Fatalf("no worker failovers, yet p50 %v max %v", sum.WorkerP50, sum.WorkerMax)
+	}
+}
+
 // TestTimelineRendersInChromium renders the page with headless Chromium when one is
 // installed (apt-get install chromium-headless-shell) and checks a real image came out.
 func TestTimelineRendersInChromium(t *testing.T) {

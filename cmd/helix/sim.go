@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -171,10 +172,6 @@ func simRun(ctx context.Context, e *env, args []string) int {
 		}
 		scs = append(scs, sc)
 	}
-	refs := map[*sim.Scenario]string{}
-	for i, sc := range scs {
-		refs[sc] = names[i]
-	}
 	seedList := make([]uint64, 0, *seeds)
 	if *seed >= 0 {
 		seedList = append(seedList, uint64(*seed))
@@ -210,7 +207,8 @@ func simRun(ctx context.Context, e *env, args []string) int {
 	if tty {
 		progressEvery = 500 * time.Millisecond
 	}
-	for _, sc := range scs {
+	for i, sc := range scs {
+		ref := names[i] // how the replay command names it
 		sum := &sim.Summary{Scenario: sc.Name}
 		var tlResult *sim.Result
 		scStart := time.Now()
@@ -219,7 +217,7 @@ func simRun(ctx context.Context, e *env, args []string) int {
 				fmt.Fprintln(e.stderr, "\nhelix sim run: interrupted")
 				return 1
 			}
-			opt := sim.Options{Seed: sd, Timeline: *timeline != "", Ref: refs[sc]}
+			opt := sim.Options{Seed: sd, Timeline: *timeline != "", Ref: ref}
 			if *checkDet {
 				opt.ForceShuffle = *shuffle
 				b := uint64(0)
@@ -252,16 +250,15 @@ func simRun(ctx context.Context, e *env, args []string) int {
 				tlResult = r
 			}
 			if r.Violation != nil && (!r.Passed || len(seedList) == 1) {
-				// Unexpected violations are always shown in full; an expected one only
-				// when a single seed was asked for.
-				if !r.Passed && sum.Violations+sum.Failed > 3 {
-					// keep the output readable: the summary lists the failing seeds
-				} else {
+				// Unexpected violations are shown in full, the first few only (the summary
+				// lists the failing seeds); an expected one only when a single seed was
+				// asked for.
+				if r.Passed || sum.Violations+sum.Failed <= 3 {
 					fmt.Fprintln(e.stdout, r.Violation.String())
 				}
 			} else if !r.Passed {
 				fmt.Fprintf(e.stdout, "MISSING EXPECTED VIOLATION %s in scenario %s, seed %d: the run ended without it\nreplay: helix sim run --scenario %s --seed %d\n\n",
-					sc.Expect.Violation, sc.Name, sd, refs[sc], sd)
+					sc.Expect.Violation, sc.Name, sd, ref, sd)
 			}
 			done++
 			// Progress: rewritten in place on a terminal; into a log or pipe, a plain line
@@ -305,12 +302,7 @@ func simRun(ctx context.Context, e *env, args []string) int {
 		if *coverage {
 			for _, s := range sums {
 				fmt.Fprintf(e.stdout, "\ncoverage of %s (%d seeds):\n", s.Scenario, s.Seeds)
-				keys := make([]string, 0, len(s.Coverage))
-				for k := range s.Coverage {
-					keys = append(keys, k)
-				}
-				slices.Sort(keys)
-				for _, k := range keys {
+				for _, k := range slices.Sorted(maps.Keys(s.Coverage)) {
 					fmt.Fprintf(e.stdout, "  %-40s %d\n", k, s.Coverage[k])
 				}
 			}

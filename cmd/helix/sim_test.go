@@ -89,14 +89,17 @@ func TestSimRunFailureExitsNonZero(t *testing.T) {
 	// A custom scenario that expects a violation a healthy cluster never has.
 	dir := t.TempDir()
 	f := filepath.Join(dir, "wrong.json")
-	os.WriteFile(f, []byte(`{"name":"wrong","description":"expects S1 from a quiet cluster","duration":"20s",
+	if err := os.WriteFile(f, []byte(`{"name":"wrong","description":"expects S1 from a quiet cluster","duration":"20s",
 	  "nodes":[{"prefix":"n","count":3}],"tasklists":[{"domain":"d","name":"t","partitions":6}],
-	  "expect":{"violation":"S1","no_liveness":true}}`), 0o644)
+	  "expect":{"violation":"S1","no_liveness":true}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	code, out, _ := runSimCmd(t, "run", "--scenario", f, "--seed", "1")
 	if code != 1 {
 		t.Fatalf("exit %d, want 1\n%s", code, out)
 	}
-	if !strings.Contains(out, "MISSING EXPECTED VIOLATION S1") || !strings.Contains(out, "FAIL") {
+	// The replay command names the scenario as it was given: the file's path.
+	if !strings.Contains(out, "MISSING EXPECTED VIOLATION S1") || !strings.Contains(out, "FAIL") || !strings.Contains(out, "replay: helix sim run --scenario "+f+" --seed 1") {
 		t.Errorf("output:\n%s", out)
 	}
 }
