@@ -363,7 +363,7 @@ func (n *Node) restartFenced(st engine.NodeState) {
 	for _, op := range st.Owned {
 		n.pmu.Lock()
 		rp := n.parts[op.Partition]
-		restart := rp != nil && rp.selfFenced && !op.Releasing
+		restart := rp != nil && rp.selfFenced
 		n.pmu.Unlock()
 		if !restart {
 			continue

@@ -398,13 +398,11 @@ func (n *Node) maybeStopped() {
 	}
 }
 
-// OwnedPartition is a partition the node is processing.
+// OwnedPartition is a partition the node is processing. A partition whose row turns
+// Releasing is stopped in the same step, so every owned partition is Assigned.
 type OwnedPartition struct {
 	Partition  PartitionID
 	Generation uint64
-	// Releasing is reserved: this node stops a partition in the same step in which it
-	// learns that its row is Releasing, so it never reports one.
-	Releasing bool
 }
 
 // NodeState is a read-only snapshot of a node's beliefs, for checkers, status pages

@@ -54,7 +54,6 @@ type NodeView struct {
 type OwnedView struct {
 	Partition  string `json:"partition"`
 	Generation uint64 `json:"generation"`
-	Releasing  bool   `json:"releasing,omitempty"`
 }
 
 // StatusDoc is the /status document.
@@ -73,7 +72,7 @@ func View(n *helix.Node) NodeView {
 		Draining: s.Draining, Drained: s.Drained, Stopped: s.Stopped, HeartbeatAge: s.HeartbeatAge,
 		Handlers: s.Handlers, Owned: []OwnedView{}, PerTaskList: map[string]int{}, Status: s}
 	for _, o := range s.Owned {
-		v.Owned = append(v.Owned, OwnedView{Partition: o.Partition.String(), Generation: o.Generation, Releasing: o.Releasing})
+		v.Owned = append(v.Owned, OwnedView{Partition: o.Partition.String(), Generation: o.Generation})
 		v.PerTaskList[o.Partition.Domain+"/"+o.Partition.TaskList]++
 	}
 	return v
