@@ -45,6 +45,8 @@ type options struct {
 	seedSet         bool
 	stopTimeout     time.Duration
 	shutdownTimeout time.Duration
+
+	storeErrorLogInterval time.Duration
 }
 
 // WithClock sets the clock every timer and deadline is taken from (default clock.New()).

@@ -68,6 +68,10 @@ type Node struct {
 	// Owned only by the loop goroutine.
 	wakeTimer *clock.Timer
 	stopped   bool
+
+	// Health (see health.go): when the loop last finished a step, the last store
+	// failure, and the rate limiter of store-error log lines.
+	health nodeHealth
 }
 
 type runningPart struct {
@@ -116,6 +120,7 @@ func newNode(cfg engine.Config, store engine.Store, h Handler, m machine, o opti
 		state:    m.State(),
 	}
 	n.storeCtx, n.storeCancel = context.WithCancel(context.Background())
+	n.health.init(cfg, o)
 	return n
 }
 
@@ -257,6 +262,9 @@ type Status struct {
 	HeartbeatAge  time.Duration
 	// Handlers is the number of partition handlers running.
 	Handlers int
+	// Health says whether the node can prove it is alive and whether its loop is
+	// progressing (see Health).
+	Health Health
 }
 
 // Status returns the node's status now.
@@ -270,6 +278,7 @@ func (n *Node) Status() Status {
 	n.pmu.Lock()
 	s.Handlers = len(n.parts)
 	n.pmu.Unlock()
+	n.fillHealth(&s)
 	return s
 }
 
@@ -305,6 +314,7 @@ func (n *Node) step(in engine.Input) {
 		n.do(e)
 	}
 	n.afterStep(st)
+	n.health.stepped(n.clk.Now())
 }
 
 func (n *Node) do(e engine.Effect) {
@@ -457,9 +467,8 @@ func (n *Node) exec(r engine.StoreRequest) {
 				}
 				n.mu.Unlock()
 			}
-		} else if class == "unavailable" {
-			n.log.Debug("store call failed", "op", name, "took", took, "err", err)
 		}
+		n.storeFailed(name, class, took, err)
 		select {
 		case n.replies <- engine.StoreReply{ID: r.ID, Value: v, Err: err}:
 		case <-n.loopDone:

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/helixcoord/helix"
@@ -46,6 +47,11 @@ type NodeView struct {
 	Handlers      int            `json:"handlers"`
 	Owned         []OwnedView    `json:"owned"`
 	PerTaskList   map[string]int `json:"per_task_list"`
+	// NotReady and Unhealthy are /readyz's and /healthz's reasons ("" when fine).
+	NotReady       string `json:"not_ready,omitempty"`
+	Unhealthy      string `json:"unhealthy,omitempty"`
+	SelfFenced     bool   `json:"self_fenced"`
+	LastStoreError string `json:"last_store_error,omitempty"`
 	// Status is the full status, for callers in Go.
 	Status helix.Status `json:"-"`
 }
@@ -71,6 +77,8 @@ func View(n *helix.Node) NodeView {
 		Coordinator: s.Coordinator, Epoch: s.Epoch, LeaseUntil: s.LeaseUntil, LivenessUntil: s.LivenessUntil,
 		Draining: s.Draining, Drained: s.Drained, Stopped: s.Stopped, HeartbeatAge: s.HeartbeatAge,
 		Handlers: s.Handlers, Owned: []OwnedView{}, PerTaskList: map[string]int{}, Status: s}
+	v.NotReady, v.Unhealthy = s.NotReady(), s.Unhealthy()
+	v.SelfFenced, v.LastStoreError = s.Health.SelfFenced, s.Health.LastStoreError
 	for _, o := range s.Owned {
 		v.Owned = append(v.Owned, OwnedView{Partition: o.Partition.String(), Generation: o.Generation})
 		v.PerTaskList[o.Partition.Domain+"/"+o.Partition.TaskList]++
@@ -101,34 +109,14 @@ func (e Endpoints) Handler() http.Handler {
 	if e.Gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(e.Gatherer, promhttp.HandlerOpts{}))
 	}
-	// healthz: the process is alive and every node's loop is running (a stopped loop
-	// needs a restart). readyz: every node is registered and not draining, i.e. it
-	// takes partitions.
+	// healthz: every node's loop is running and progressing (a stopped or stuck loop
+	// needs a restart). readyz: every node takes partitions: registered, able to prove
+	// it is alive (not self-fenced) and not draining. A 503's body says why, per node.
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		for _, n := range e.nodes() {
-			if !n.Status().Running {
-				http.Error(w, "node "+n.ID()+" is not running", http.StatusServiceUnavailable)
-				return
-			}
-		}
-		fmt.Fprintln(w, "ok")
+		e.probe(w, helix.Status.Unhealthy)
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		for _, n := range e.nodes() {
-			s := n.Status()
-			switch {
-			case !s.Running:
-				http.Error(w, "node "+n.ID()+" is not running", http.StatusServiceUnavailable)
-				return
-			case !s.Registered:
-				http.Error(w, "node "+n.ID()+" is not registered", http.StatusServiceUnavailable)
-				return
-			case s.Draining:
-				http.Error(w, "node "+n.ID()+" is draining", http.StatusServiceUnavailable)
-				return
-			}
-		}
-		fmt.Fprintln(w, "ok")
+		e.probe(w, helix.Status.NotReady)
 	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
@@ -149,6 +137,22 @@ func (e Endpoints) Handler() http.Handler {
 		})
 	}
 	return mux
+}
+
+// probe answers 200 "ok" if why is "" for every node, else 503 with one line per node
+// that fails.
+func (e Endpoints) probe(w http.ResponseWriter, why func(helix.Status) string) {
+	var bad []string
+	for _, n := range e.nodes() {
+		if reason := why(n.Status()); reason != "" {
+			bad = append(bad, "node "+n.ID()+": "+reason)
+		}
+	}
+	if len(bad) > 0 {
+		http.Error(w, strings.Join(bad, "\n"), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ok")
 }
 
 func (e Endpoints) nodes() []*helix.Node {
