@@ -38,6 +38,8 @@ func runFenceBump(ctx context.Context, e *env, args []string) int {
 	fs := newFlagSet(e, "fence-bump", "helix fence-bump [--dsn-file FILE] [--cluster NAME] [--by N]", fenceBumpExamples)
 	dsnFile := dsnFlag(fs)
 	dsnArg := dsnArgFlag(fs)
+	var tf tlsFlags
+	tf.register(fs)
 	cluster := fs.String("cluster", mysqlstore.DefaultCluster, "the helix `cluster` whose leases to bump")
 	by := fs.Uint64("by", 1_000_000, "raise every epoch by `N` (≥ 1)")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
@@ -55,6 +57,9 @@ func runFenceBump(ctx context.Context, e *env, args []string) int {
 		return badUsage(e, fs, "invalid --timeout %v: must be > 0", *timeout)
 	}
 	dsn, err := dsnFromFlags(e, *dsnArg, *dsnFile)
+	if err == nil {
+		dsn, err = tf.apply(dsn)
+	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "helix fence-bump: %v\n", err)
 		return 1

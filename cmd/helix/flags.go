@@ -16,13 +16,37 @@ import (
 
 // Shared flag plumbing of the node, dev and admin commands (tasklist, drain, status).
 //
-// Every flag can also come from the environment: --lease-ttl from HELIX_LEASE_TTL,
-// --dsn-file from HELIX_DSN_FILE, and so on (HELIX_ + the flag name upper-cased, dashes
-// as underscores). A flag given on the command line wins over the environment.
+// Every flag can also come from the environment, and a flag given on the command line
+// wins over it. Which variable a flag reads is scoped so that the environment meant
+// for one command can never steer another (HELIX_UNDRAIN=true must not turn
+// `helix drain w1` into an undrain, nor HELIX_CHECK=1 `helix migrate` into a check):
+//
+//   - settings that mean the same in every command — the connection (--dsn-file,
+//     --cluster, --tls-*), the node's identity, timings and retention, --http, logging —
+//     read HELIX_<FLAG>: --lease-ttl from HELIX_LEASE_TTL;
+//   - every other flag belongs to its command — actions and options such as drain's
+//     --undrain, migrate's --check, every --timeout, --json — and reads only
+//     HELIX_<COMMAND>_<FLAG>: HELIX_DRAIN_UNDRAIN, HELIX_MIGRATE_CHECK.
+//
+// (upper-cased, dashes as underscores). --help shows each flag's variable.
 
-// envName is the environment variable of a flag.
-func envName(flagName string) string {
-	return "HELIX_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+// sharedFlags are the flags read from HELIX_<FLAG> by every command that has them.
+var sharedFlags = map[string]bool{
+	"dsn-file": true, "dsn": true, "cluster": true, "tls-ca": true, "tls-cert": true, "tls-key": true,
+	"lease-key": true, "log-format": true, "log-level": true, "http": true,
+	"id": true, "capacity": true, "labels": true, "no-work": true, "no-candidate": true, "profile": true,
+	"lease-ttl": true, "renew": true, "retry": true, "heartbeat": true, "dead-after": true, "tick": true,
+	"request-timeout": true, "safety-margin": true, "stop-timeout": true, "max-in-flight": true,
+	"max-in-flight-per-worker": true, "node-retention": true,
+}
+
+// envName is the environment variable of command cmd's flag (see sharedFlags).
+func envName(cmd, flagName string) string {
+	name := flagName
+	if !sharedFlags[flagName] {
+		name = cmd + "_" + flagName
+	}
+	return "HELIX_" + strings.ToUpper(strings.NewReplacer("-", "_", " ", "_").Replace(name))
 }
 
 // newFlagSet makes a command's FlagSet whose --help prints usage, the flags (with their
@@ -39,8 +63,11 @@ func newFlagSet(e *env, name, usage, examples string) *flag.FlagSet {
 			if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" {
 				fmt.Fprintf(w, " (default %s)", f.DefValue)
 			}
-			fmt.Fprintf(w, " [$%s]\n", envName(f.Name))
+			fmt.Fprintf(w, " [$%s]\n", envName(name, f.Name))
 		})
+		fmt.Fprintf(w, "\nConnection, node, logging and --http settings read HELIX_<FLAG>; the flags of this\n"+
+			"command alone read only HELIX_%s_<FLAG>, so no other command's environment sets them.\n",
+			strings.ToUpper(strings.ReplaceAll(name, "-", "_")))
 		if examples != "" {
 			fmt.Fprintf(w, "\nExamples:\n%s", examples)
 		}
@@ -90,9 +117,9 @@ func parseFlags(e *env, fs *flag.FlagSet, args []string) (pos []string, code int
 		if set[f.Name] || bad != nil {
 			return
 		}
-		if v, found := lookupEnv(e, envName(f.Name)); found {
+		if v, found := lookupEnv(e, envName(fs.Name(), f.Name)); found {
 			if err := fs.Set(f.Name, v); err != nil {
-				bad = fmt.Errorf("invalid $%s %q: %v", envName(f.Name), v, err)
+				bad = fmt.Errorf("invalid $%s %q: %v", envName(fs.Name(), f.Name), v, err)
 			}
 		}
 	})
@@ -135,7 +162,7 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	if err := lvl.UnmarshalText([]byte(l.level)); err != nil {
 		return nil, fmt.Errorf("invalid --log-level %q: must be debug, info, warn or error", l.level)
 	}
-	opts := &slog.HandlerOptions{Level: lvl}
+	opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: durationsAsStrings}
 	switch l.format {
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
@@ -145,6 +172,15 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("invalid --log-format %q: must be json or text", l.format)
 }
 
+// durationsAsStrings logs a time.Duration as "6s" rather than slog's raw nanoseconds
+// (6000000000), which no reader of a log takes for a duration.
+func durationsAsStrings(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
+}
+
 // nodeFlags are the protocol settings of a node (engine.Config).
 type nodeFlags struct {
 	id, labels, profile, leaseKey                   string
@@ -152,9 +188,11 @@ type nodeFlags struct {
 	leaseTTL, renew, retry, heartbeat, deadAfter    time.Duration
 	tick, requestTimeout, safetyMargin, stopTimeout time.Duration
 	noWork, noCandidate                             bool
+	fs                                              *flag.FlagSet
 }
 
 func (n *nodeFlags) register(fs *flag.FlagSet, withID bool) {
+	n.fs = fs
 	if withID {
 		host, _ := os.Hostname()
 		fs.StringVar(&n.id, "id", host, "node `id`, stable across restarts (1–128 bytes)")
@@ -181,6 +219,9 @@ func (n *nodeFlags) register(fs *flag.FlagSet, withID bool) {
 // config builds the engine config; errors name the flag.
 func (n *nodeFlags) config() (engine.Config, error) {
 	var c engine.Config
+	if err := n.checkGiven(); err != nil {
+		return c, err
+	}
 	switch n.profile {
 	case "default", "":
 	case "fast":
@@ -224,6 +265,32 @@ func (n *nodeFlags) config() (engine.Config, error) {
 		return c, err
 	}
 	return c, nil
+}
+
+// checkGiven rejects values that the engine would silently replace by its defaults (a
+// zero is "unset" to engine.Config): a flag the operator gave must mean what it says.
+func (n *nodeFlags) checkGiven() error {
+	var bad error
+	n.fs.Visit(func(f *flag.Flag) { // command line and environment alike
+		if bad != nil {
+			return
+		}
+		switch f.Name {
+		case "capacity":
+			if n.capacity < 1 {
+				bad = fmt.Errorf("invalid --capacity %d: must be ≥ 1", n.capacity)
+			}
+		case "lease-ttl", "renew", "retry", "heartbeat", "dead-after", "tick", "request-timeout", "safety-margin", "stop-timeout":
+			if d := f.Value.(flag.Getter).Get().(time.Duration); d <= 0 {
+				bad = fmt.Errorf("invalid --%s %v: must be > 0", f.Name, d)
+			}
+		case "max-in-flight", "max-in-flight-per-worker":
+			if v := f.Value.(flag.Getter).Get().(int); v < 0 {
+				bad = fmt.Errorf("invalid --%s %d: must be ≥ 0 (0 = unlimited)", f.Name, v)
+			}
+		}
+	})
+	return bad
 }
 
 // leaseKeyFlag registers --lease-key (node, dev, drain, status) into p.

@@ -49,6 +49,8 @@ func runMigrate(ctx context.Context, e *env, args []string) int {
 	fs := newFlagSet(e, "migrate", "helix migrate [--dsn-file FILE] [--check] [--timeout D]", migrateExamples)
 	dsnFile := dsnFlag(fs)
 	dsnArg := dsnArgFlag(fs)
+	var tf tlsFlags
+	tf.register(fs)
 	check := fs.Bool("check", false, "only report the schema version; exit 1 unless it is current")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long (includes waiting for another host's migration)")
 	pos, code, ok := parseFlags(e, fs, args)
@@ -62,6 +64,9 @@ func runMigrate(ctx context.Context, e *env, args []string) int {
 		return badUsage(e, fs, "invalid --timeout %v: must be > 0", *timeout)
 	}
 	dsn, err := dsnFromFlags(e, *dsnArg, *dsnFile)
+	if err == nil {
+		dsn, err = tf.apply(dsn)
+	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "helix migrate: %v\n", err)
 		return 1

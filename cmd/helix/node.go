@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/helixcoord/helix"
+	"github.com/helixcoord/helix/mysqlstore"
 	"github.com/helixcoord/helix/observe"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -35,8 +36,9 @@ func runNode(ctx context.Context, e *env, args []string) int {
 	nf.register(fs, true)
 	sf.register(fs)
 	lf.register(fs, "json")
-	httpAddr := fs.String("http", "127.0.0.1:9464", "`address` of /metrics, /healthz, /readyz and /status (empty: off)")
+	httpAddr := fs.String("http", "127.0.0.1:9464", "`address` of the status page (/), /metrics, /healthz, /readyz and /status (empty: off)")
 	work := fs.Duration("work-interval", 100*time.Millisecond, "the demo handler's batch interval")
+	startTimeout := fs.Duration("start-timeout", time.Minute, "while the database is unreachable, refuses the credentials or is not migrated\nat start, retry (with backoff, each attempt logged) this long before exiting 1; 0: try once")
 	pos, code, ok := parseFlags(e, fs, args)
 	if !ok {
 		return code
@@ -52,7 +54,13 @@ func runNode(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return badUsage(e, fs, "%v", err)
 	}
-	store, err := sf.open(ctx, e)
+	if *startTimeout < 0 {
+		return badUsage(e, fs, "invalid --start-timeout %v: must be ≥ 0", *startTimeout)
+	}
+	// The driver's own lines ("closing bad idle connection", …) go through the same
+	// structured log as everything else.
+	mysqlstore.SetDriverLogger(log)
+	store, err := sf.openRetrying(ctx, e, log.With("node", cfg.NodeID), *startTimeout)
 	if err != nil {
 		return fail(e, "node", err)
 	}
@@ -76,6 +84,7 @@ func runNode(ctx context.Context, e *env, args []string) int {
 			Cluster: func(ctx context.Context) (helix.ClusterStatus, error) {
 				return helix.ReadClusterStatus(ctx, store, cfg.LeaseKey)
 			},
+			Page: true, // the status page helix dev serves, on a production node too
 		}
 		addr, err := observe.Serve(httpCtx, *httpAddr, ep.Handler(), log)
 		if err != nil {
