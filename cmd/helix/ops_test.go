@@ -248,4 +248,3 @@ func TestNodeWaitsForMigrateThenServesItsStatusPage(t *testing.T) {
 		t.Fatal("node did not stop")
 	}
 }
-
