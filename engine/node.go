@@ -108,6 +108,8 @@ type pendingReq struct {
 	gen  uint64
 	// drain flag
 	draining bool
+	// heartbeat: worker.drainGen at send (see adoptStoreDrain)
+	drainGen uint64
 	// read state
 	full bool
 	// apply

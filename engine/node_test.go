@@ -200,7 +200,47 @@ func heartbeatWith(s *script, off time.Duration, rev uint64, rows ...engine.Assi
 	s.t.Helper()
 	s.tick(off)
 	id, _ := req[engine.OpHeartbeat](s)
-	return s.reply(off+10*ms, id, engine.HeartbeatReply{Reply: store(off + 5*ms), AssignRevision: rev, Changed: true, Assignments: rows}, nil)
+	// The store's draining flag is the one the node wrote (nobody else changed it).
+	draining := s.n.State().Draining
+	return s.reply(off+10*ms, id, engine.HeartbeatReply{Reply: store(off + 5*ms), AssignRevision: rev, Changed: true, Assignments: rows, Draining: draining}, nil)
+}
+
+// TestNodeFollowsAnOperatorsDrain: the store's flag, changed by someone else (helix
+// drain NODE), reaches the node with a Changed heartbeat and becomes its own state —
+// but never while the node's own write of the flag is pending, nor from a heartbeat
+// sent before such a write.
+func TestNodeFollowsAnOperatorsDrain(t *testing.T) {
+	s := registered(t, 0)
+	heartbeatWith(s, time.Second, 2, row(0, "me", 7, 3, engine.Assigned, 10))
+	hb := func(off time.Duration, rev uint64, draining bool) []engine.Effect {
+		s.t.Helper()
+		s.tick(off)
+		id, _ := req[engine.OpHeartbeat](s)
+		return s.reply(off+10*ms, id, engine.HeartbeatReply{Reply: store(off + 5*ms), AssignRevision: rev, Changed: true,
+			Assignments: []engine.Assignment{row(0, "me", 7, 3, engine.Assigned, 10)}, Draining: draining}, nil)
+	}
+	effs := hb(2*time.Second, 3, true)
+	if !hasEvent(effs, "draining") || !s.n.State().Draining {
+		t.Fatalf("an operator's drain did not reach the node: %s %+v", describe(effs), s.n.State())
+	}
+	noReq[engine.OpUpdateNode](s) // the store has the flag: nothing to write back
+	effs = hb(3*time.Second, 4, false)
+	if !hasEvent(effs, "undrained") || s.n.State().Draining {
+		t.Fatalf("an operator's undrain did not reach the node: %s %+v", describe(effs), s.n.State())
+	}
+
+	// The node drains itself; a heartbeat sent before its write completes reports the
+	// old flag and must not undo the node's wish.
+	s.at(3500*ms, engine.Drain{})
+	upID, _ := req[engine.OpUpdateNode](s)
+	s.tick(4 * time.Second)
+	hbID, _ := req[engine.OpHeartbeat](s)
+	s.reply(4010*ms, upID, engine.Reply{Now: store(4005 * ms).Now}, nil)
+	s.reply(4020*ms, hbID, engine.HeartbeatReply{Reply: store(4015 * ms), AssignRevision: 5, Changed: true,
+		Assignments: []engine.Assignment{row(0, "me", 7, 3, engine.Assigned, 10)}, Draining: false}, nil)
+	if !s.n.State().Draining {
+		t.Fatalf("a stale heartbeat undid the node's own drain: %+v", s.n.State())
+	}
 }
 
 func TestNodeRegistersAndHeartbeats(t *testing.T) {

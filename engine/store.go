@@ -172,6 +172,10 @@ type HeartbeatReply struct {
 	// It includes the acknowledged, not yet assigned, ones: a node whose heartbeat falls
 	// between the ack and the assignment must not conclude that nothing is coming.
 	Incoming []PartitionID
+	// Draining is the node's draining flag in the store, when Changed. A store grows the
+	// node's assignment revision whenever UpdateNode changes the flag, so a node learns
+	// of an operator's drain or undrain (helix drain NODE) with its next heartbeat.
+	Draining bool
 }
 
 // NodeUpdate is a partial update of a node row; nil fields are unchanged.

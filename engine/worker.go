@@ -42,6 +42,10 @@ type worker struct {
 	drainSynced   bool // the store's flag equals draining
 	drainInFlight bool
 	drainedNoted  bool
+	// drainGen grows with every change of the wish and every write of the flag: a
+	// heartbeat's view of the store's flag is only news if nothing of the node's own
+	// happened to the flag since the heartbeat was sent.
+	drainGen uint64
 }
 
 type pendingAck struct {
@@ -77,6 +81,7 @@ func (n *Node) onRegister(p *pendingReq, v any, err error) {
 	n.w.hbNext = p.sent.Add(n.cfg.Heartbeat)
 	// A new incarnation starts not draining in the store.
 	n.w.drainSynced = !n.w.draining
+	n.w.drainGen++
 	n.emit(Event{Kind: "registered", Node: n.cfg.NodeID, Detail: fmt.Sprintf("incarnation %d", r.Incarnation)})
 	n.syncDrainFlag()
 }
@@ -101,7 +106,7 @@ func (n *Node) workerTimers() {
 	if !w.hbInFlight && !n.now.Before(w.hbNext) {
 		w.hbInFlight = true
 		w.hbNext = n.now.Add(n.heartbeatInterval())
-		n.send(&pendingReq{kind: rkHeartbeat, known: w.known}, OpHeartbeat{ID: n.cfg.NodeID, Incarnation: w.inc, Known: w.known})
+		n.send(&pendingReq{kind: rkHeartbeat, known: w.known, drainGen: w.drainGen}, OpHeartbeat{ID: n.cfg.NodeID, Incarnation: w.inc, Known: w.known})
 		// Retries ride on the heartbeat's rhythm.
 		n.sendAcks()
 		n.syncDrainFlag()
@@ -157,6 +162,7 @@ func (n *Node) onHeartbeat(p *pendingReq, v any, err error) {
 		return
 	}
 	if r.Changed {
+		n.adoptStoreDrain(p, r.Draining)
 		n.reconcile(r.Assignments)
 		w.known = r.AssignRevision
 		n.noteIncoming(r.Incoming)
@@ -336,6 +342,7 @@ func (n *Node) onDrain(drain bool) {
 		return
 	}
 	n.w.draining = drain
+	n.w.drainGen++
 	n.w.drainSynced = n.cfg.NoWork // a coordinator-only node has no flag in the store
 	n.w.drainedNoted = false
 	if drain {
@@ -346,6 +353,28 @@ func (n *Node) onDrain(drain bool) {
 	n.syncDrainFlag()
 }
 
+// adoptStoreDrain follows the store's draining flag, reported by a Changed heartbeat,
+// when someone else changed it (an operator's helix drain NODE): the node's own view —
+// its readiness, metrics, status and Drained — must not say "not draining" while the
+// coordinator moves its partitions away. The node's own wish wins while it is being
+// written: the report counts only if nothing happened to the flag on this side since
+// the heartbeat was sent. A shutdown's drain is never undone this way.
+func (n *Node) adoptStoreDrain(p *pendingReq, draining bool) {
+	w := &n.w
+	if n.phase != phaseRunning || n.cfg.NoWork || draining == w.draining ||
+		p.drainGen != w.drainGen || !w.drainSynced || w.drainInFlight {
+		return
+	}
+	w.draining = draining
+	w.drainGen++
+	w.drainedNoted = false
+	if draining {
+		n.event("draining", "store flag set by another client (helix drain)")
+	} else {
+		n.event("undrained", "store flag cleared by another client (helix drain --undrain)")
+	}
+}
+
 func (n *Node) syncDrainFlag() {
 	w := &n.w
 	if !w.registered || w.drainSynced || w.drainInFlight {
@@ -353,6 +382,7 @@ func (n *Node) syncDrainFlag() {
 	}
 	v := w.draining
 	w.drainInFlight = true
+	w.drainGen++
 	n.send(&pendingReq{kind: rkDrainFlag, draining: v}, OpUpdateNode{ID: n.cfg.NodeID, Update: NodeUpdate{Draining: &v}})
 }
 
@@ -361,6 +391,7 @@ func (n *Node) onDrainFlag(p *pendingReq, _ any, err error) {
 		return
 	}
 	n.w.drainInFlight = false
+	n.w.drainGen++
 	if err != nil {
 		return // retried with the next heartbeat
 	}

@@ -140,6 +140,7 @@ func (s *Store) Heartbeat(ctx context.Context, id string, incarnation uint64, kn
 		r.Changed = true
 		r.Assignments = st.rows
 		r.Incoming = st.incoming
+		r.Draining = st.nodeDraining
 	}
 	return r, nil
 }
@@ -175,8 +176,11 @@ func (s *Store) UpdateNode(ctx context.Context, id string, u engine.NodeUpdate) 
 	sets := []string{"draining = draining"}
 	var args []any
 	if u.Draining != nil {
-		sets = append(sets, "draining = ?")
-		args = append(args, *u.Draining)
+		// A change of the flag grows the node's assignment revision, so that its next
+		// heartbeat takes the slow path and reports it (HeartbeatReply.Draining). MySQL
+		// assigns left to right: the comparison must see the old flag.
+		sets = append(sets, "assign_rev = assign_rev + (draining <> ?)", "draining = ?")
+		args = append(args, *u.Draining, *u.Draining)
 	}
 	if u.Capacity != nil {
 		sets = append(sets, "capacity = ?")

@@ -24,13 +24,15 @@ type unionParts struct {
 }
 
 type unionResult struct {
-	now       time.Time
-	revision  uint64
-	nodeRev   uint64
-	nodes     []engine.NodeInfo
-	taskLists []engine.TaskList
-	rows      []engine.Assignment
-	incoming  []engine.PartitionID
+	now      time.Time
+	revision uint64
+	nodeRev  uint64
+	// nodeDraining: the draining flag of unionParts.nodeID.
+	nodeDraining bool
+	nodes        []engine.NodeInfo
+	taskLists    []engine.TaskList
+	rows         []engine.Assignment
+	incoming     []engine.PartitionID
 }
 
 // Column layout: k, s1..s4 (names), n1..n6 (numbers), b (labels).
@@ -41,12 +43,13 @@ func (p unionParts) build(cluster string) (string, []any) {
 		"COALESCE((SELECT revision FROM helix_revision WHERE cluster = ?), 0) AS n1, " + nowUS + " AS n2, ")
 	args = append(args, cluster)
 	if p.nodeID != "" {
-		q.WriteString("COALESCE((SELECT assign_rev FROM helix_nodes WHERE cluster = ? AND id = ?), 0) AS n3, ")
-		args = append(args, cluster, p.nodeID)
+		q.WriteString("COALESCE((SELECT assign_rev FROM helix_nodes WHERE cluster = ? AND id = ?), 0) AS n3, " +
+			"COALESCE((SELECT draining FROM helix_nodes WHERE cluster = ? AND id = ?), 0) AS n4, ")
+		args = append(args, cluster, p.nodeID, cluster, p.nodeID)
 	} else {
-		q.WriteString("0 AS n3, ")
+		q.WriteString("0 AS n3, 0 AS n4, ")
 	}
-	q.WriteString("0 AS n4, 0 AS n5, 0 AS n6, X'' AS b")
+	q.WriteString("0 AS n5, 0 AS n6, X'' AS b")
 	if p.nodes {
 		q.WriteString(" UNION ALL SELECT 1, id, X'', X'', X'', incarnation, capacity, draining, status, " + us("last_heartbeat") +
 			", TIMESTAMPDIFF(MICROSECOND, last_heartbeat, UTC_TIMESTAMP(6)), labels FROM helix_nodes WHERE cluster = ?")
@@ -114,7 +117,7 @@ func (s *Store) scanUnion(ctx context.Context, query string, args []any) (unionR
 		}
 		switch k {
 		case 0:
-			res.revision, res.nodeRev = uint64(n1), uint64(n3)
+			res.revision, res.nodeRev, res.nodeDraining = uint64(n1), uint64(n3), n4 != 0
 			res.now = s.observe(n2, start)
 		case 1:
 			labels, err := decodeLabels(b)

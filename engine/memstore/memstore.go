@@ -301,6 +301,7 @@ func (s *Store) Heartbeat(ctx context.Context, id string, incarnation uint64, kn
 		r.Changed = true
 		r.Assignments = s.assignmentsOf(id, incarnation)
 		r.Incoming = s.incomingOf(id)
+		r.Draining = n.info.Draining
 	}
 	return r, nil
 }
@@ -367,6 +368,9 @@ func (s *Store) UpdateNode(ctx context.Context, id string, u engine.NodeUpdate) 
 		return engine.Reply{}, errf(engine.ErrNotFound, "update node %s", id)
 	}
 	if u.Draining != nil {
+		if n.info.Draining != *u.Draining {
+			n.assignRev++ // the node's next heartbeat reports the flag (HeartbeatReply.Draining)
+		}
 		n.info.Draining = *u.Draining
 	}
 	if u.Capacity != nil {

@@ -486,6 +486,42 @@ func testNodes(t *testing.T, newStore func(t *testing.T) (engine.Store, Clock)) 
 	})
 }
 
+// testDrainFlagReachesHeartbeat: a change of a node's draining flag by anyone (an
+// operator's helix drain) grows its assignment revision, so its next heartbeat is
+// Changed and reports the flag; a write that changes nothing does not.
+func testDrainFlagReachesHeartbeat(t *testing.T, newStore func(t *testing.T) (engine.Store, Clock)) {
+	h := newHarness(t, newStore)
+	inc := h.register("A", 1)
+	r := h.heartbeat("A", inc, 0)
+	known := r.AssignRevision
+	if r = h.heartbeat("A", inc, known); r.Changed {
+		t.Fatalf("steady heartbeat changed: %+v", r)
+	}
+	update := func(u engine.NodeUpdate) {
+		t.Helper()
+		_, err := h.s.UpdateNode(h.ctx, "A", u)
+		h.must(err, "UpdateNode")
+	}
+	yes, no, c := true, false, 3
+	for _, step := range []struct {
+		name    string
+		u       engine.NodeUpdate
+		changed bool
+	}{
+		{"drain", engine.NodeUpdate{Draining: &yes}, true},
+		{"drain again", engine.NodeUpdate{Draining: &yes}, false},
+		{"capacity", engine.NodeUpdate{Capacity: &c}, false},
+		{"undrain", engine.NodeUpdate{Draining: &no}, true},
+	} {
+		update(step.u)
+		r = h.heartbeat("A", inc, known)
+		if r.Changed != step.changed || (r.Changed && r.Draining != *step.u.Draining) {
+			t.Fatalf("%s: heartbeat changed %v draining %v; want changed %v and the flag", step.name, r.Changed, r.Draining, step.changed)
+		}
+		known = r.AssignRevision
+	}
+}
+
 func testTaskLists(t *testing.T, newStore func(t *testing.T) (engine.Store, Clock)) {
 	t.Run("put creates rows, resize, list", func(t *testing.T) {
 		h := newHarness(t, newStore)

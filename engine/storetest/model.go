@@ -582,6 +582,9 @@ func (st *smTest) heartbeat(rt *rapid.T) {
 	if !slices.Equal(got.Incoming, wantIncoming) {
 		rt.Fatalf("%s: incoming %v, model says %v", op, got.Incoming, wantIncoming)
 	}
+	if got.Changed && got.Draining != n.draining {
+		rt.Fatalf("%s: draining %v, model says %v", op, got.Draining, n.draining)
+	}
 	st.seen[id] = got.AssignRevision
 }
 
@@ -627,6 +630,10 @@ func (st *smTest) updateNode(rt *rapid.T) {
 	sameErr(rt, "UpdateNode("+id+")", err, nil)
 	st.checkNow(rt, "UpdateNode", got.Now)
 	if u.Draining != nil {
+		if n.draining != *u.Draining {
+			n.assignRev++ // so that the node's next heartbeat reports the flag
+			st.tag("drain flag changed")
+		}
 		n.draining = *u.Draining
 	}
 	if u.Capacity != nil {

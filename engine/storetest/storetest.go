@@ -94,6 +94,7 @@ func Run(t *testing.T, newStore func(t *testing.T) (engine.Store, Clock)) {
 	t.Run("Errors", func(t *testing.T) { testErrors(t, newStore) })
 	t.Run("Lease", func(t *testing.T) { testLease(t, newStore) })
 	t.Run("Nodes", func(t *testing.T) { testNodes(t, newStore) })
+	t.Run("DrainFlagReachesHeartbeat", func(t *testing.T) { testDrainFlagReachesHeartbeat(t, newStore) })
 	t.Run("TaskLists", func(t *testing.T) { testTaskLists(t, newStore) })
 	t.Run("Assignments", func(t *testing.T) { testAssignments(t, newStore) })
 	t.Run("StateMachine", func(t *testing.T) { testStateMachine(t, newStore) })
