@@ -179,3 +179,83 @@ func TestHealthTellsTheTruth(t *testing.T) {
 	exec("ALTER USER '" + user + "'@'%' IDENTIFIED BY 'pw-one'")
 	waitHTTP("w1 ready again with its password back", "/readyz", 20*time.Second, func(code int, _ string) bool { return code == 200 })
 }
+
+// TestDeadNodesArePruned: with --node-retention 1s, a node that exited gracefully is
+// gone from `helix status` soon after, and when it starts again it gets an
+// incarnation above its old one (fencing kept what it needs).
+func TestDeadNodesArePruned(t *testing.T) {
+	dsn := mysqltest.DSN(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	bin, err := Build(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{Bin: bin, DSN: dsn, Dir: dir, Profile: Fast}
+	if _, err := c.Helix(ctx, "migrate"); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = NewCluster(ctx, bin, dsn, dir, Fast); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := c.Shutdown(15 * time.Second); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	}()
+	if _, err := c.Start("keeper", "", "--node-retention", "1s"); err != nil {
+		t.Fatal(err)
+	}
+	mustPoll(t, ctx, c, "keeper coordinating", 20*time.Second, func(cs helix.ClusterStatus) (bool, string) {
+		return cs.Coordinator.Held && cs.Coordinator.Owner != "", "no coordinator"
+	})
+	var inc uint64
+	for range 2 { // two runs, so that the pruned incarnation is 2
+		p, err := c.Start("brief", "", "--no-candidate")
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustPoll(t, ctx, c, "brief registered", 20*time.Second, func(cs helix.ClusterStatus) (bool, string) {
+			for _, n := range cs.Nodes {
+				if n.ID == "brief" && n.State == "alive" && n.Incarnation > inc {
+					inc = n.Incarnation
+					return true, ""
+				}
+			}
+			return false, "brief not alive"
+		})
+		_ = p.Term()
+		if err := p.Wait(15 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := c.Helix(ctx, "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("right after brief exited:\n%s", out)
+	took := mustPoll(t, ctx, c, "brief pruned", 10*time.Second, func(cs helix.ClusterStatus) (bool, string) {
+		for _, n := range cs.Nodes {
+			if n.ID == "brief" {
+				return false, "brief still listed as " + n.State
+			}
+		}
+		return true, ""
+	})
+	t.Logf("brief (incarnation %d) pruned %v after exiting", inc, took.Round(time.Millisecond))
+	if out, err := c.Helix(ctx, "status"); err != nil || strings.Contains(out, "brief") {
+		t.Fatalf("helix status still lists brief: %v\n%s", err, out)
+	}
+	if _, err := c.Start("brief", "", "--no-candidate"); err != nil {
+		t.Fatal(err)
+	}
+	mustPoll(t, ctx, c, "brief back with a higher incarnation", 20*time.Second, func(cs helix.ClusterStatus) (bool, string) {
+		for _, n := range cs.Nodes {
+			if n.ID == "brief" {
+				return n.Incarnation > inc, fmt.Sprintf("brief at incarnation %d, pruned one was %d", n.Incarnation, inc)
+			}
+		}
+		return false, "brief not registered"
+	})
+}

@@ -55,7 +55,8 @@ func decodeLabels(b []byte) ([]engine.Label, error) {
 }
 
 // RegisterNode implements engine.Store: the new incarnation is the previous + 1 (1 for a
-// new id); the row is replaced in place (rows are never deleted, so incarnations never
+// new id, or above every incarnation PruneNodes deleted); the row is replaced in place
+// (only PruneNodes deletes rows, and it records what it deleted, so incarnations never
 // repeat) and the node's assignment revision grows, so its first heartbeat gets its
 // (empty) list whatever it passes as known.
 func (s *Store) RegisterNode(ctx context.Context, spec engine.NodeSpec) (engine.RegisterReply, error) {
@@ -75,8 +76,13 @@ func (s *Store) RegisterNode(ctx context.Context, spec engine.NodeSpec) (engine.
 			if now, err = s.nowOn(ctx, tx); err != nil {
 				return err
 			}
+			// A new id starts at 1 — or above every incarnation PruneNodes deleted, in
+			// case this id is one of them (see PruneNodes).
+			if inc, err = s.incarnationFloor(ctx, tx); err != nil {
+				return err
+			}
 			_, err = tx.ExecContext(ctx, "INSERT INTO helix_nodes (cluster, id, incarnation, capacity, labels, draining, status, last_heartbeat, assign_rev) "+
-				"VALUES (?, ?, 1, ?, ?, 0, 0, ?, 1)", s.cluster, spec.ID, spec.Capacity, labels, now)
+				"VALUES (?, ?, ?, ?, ?, 0, 0, ?, 1)", s.cluster, spec.ID, inc+1, spec.Capacity, labels, now)
 			if isDup(err) {
 				return &retryNow{err}
 			}

@@ -396,7 +396,9 @@ func TestMockRegisterDuplicateRetried(t *testing.T) {
 	mock.ExpectBegin()
 	mock.ExpectQuery("SELECT incarnation, ").WillReturnRows(sqlmock.NewRows([]string{"incarnation", "now"}))
 	mock.ExpectQuery("SELECT " + nowUS).WillReturnRows(sqlmock.NewRows([]string{"now"}).AddRow(serverNowUS))
-	mock.ExpectExec("INSERT INTO helix_nodes").WillReturnError(dupKey)
+	mock.ExpectQuery("SELECT epoch FROM helix_leases WHERE cluster = ? AND lock_key = ? LOCK IN SHARE MODE").
+		WithArgs("default", incarnationFloorKey).WillReturnRows(sqlmock.NewRows([]string{"epoch"}))
+	mock.ExpectExec("INSERT INTO helix_nodes").WithArgs("default", "w1", 1, 1, sqlmock.AnyArg(), sqlmock.AnyArg()).WillReturnError(dupKey)
 	mock.ExpectRollback()
 	// The concurrent registration won; this one replaces it with the next incarnation.
 	mock.ExpectBegin()
@@ -549,9 +551,9 @@ func TestMockHeartbeatSlowPathReadsIncoming(t *testing.T) {
 	mock.ExpectExec("AND assign_rev = ?").WithArgs("default", "w1", 3, 7).WillReturnResult(sqlmock.NewResult(0, 0))
 	mock.ExpectExec("AND incarnation = ? AND status = 0").WithArgs("default", "w1", 3).WillReturnResult(sqlmock.NewResult(0, 1))
 	mock.ExpectQuery("WHERE cluster = ? AND owner_id = ? AND incarnation = ? AND state IN (1, 2) UNION ALL SELECT 4, domain, tasklist").
-		WithArgs("default", "default", "w1", "default", "w1", 3, "default", "w1").
+		WithArgs("default", "default", "w1", "default", "w1", "default", "w1", 3, "default", "w1").
 		WillReturnRows(sqlmock.NewRows(unionCols).
-			AddRow(0, "", "", "", "", 40, serverNowUS, 9, 0, 0, 0, "").
+			AddRow(0, "", "", "", "", 40, serverNowUS, 9, 1, 0, 0, "").
 			AddRow(4, "d", "t", "", "", 5, 0, 0, 0, 0, 0, "").
 			AddRow(3, "d", "t", "w1", "", 1, 3, 2, 1, 4, 30, "").
 			AddRow(4, "d", "t", "", "", 2, 0, 0, 0, 0, 0, ""))
@@ -561,8 +563,8 @@ func TestMockHeartbeatSlowPathReadsIncoming(t *testing.T) {
 	}
 	want := []engine.PartitionID{{Domain: "d", TaskList: "t", Partition: 2}, {Domain: "d", TaskList: "t", Partition: 5}}
 	if !r.Changed || r.AssignRevision != 9 || len(r.Assignments) != 1 || r.Assignments[0].Partition.Partition != 1 ||
-		fmt.Sprint(r.Incoming) != fmt.Sprint(want) {
-		t.Fatalf("reply %+v: want Changed at 9 with row d/t/1 and incoming %v", r, want)
+		fmt.Sprint(r.Incoming) != fmt.Sprint(want) || !r.Draining {
+		t.Fatalf("reply %+v: want Changed at 9 with row d/t/1, incoming %v and the draining flag", r, want)
 	}
 }
 

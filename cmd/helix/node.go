@@ -39,6 +39,7 @@ func runNode(ctx context.Context, e *env, args []string) int {
 	httpAddr := fs.String("http", "127.0.0.1:9464", "`address` of the status page (/), /metrics, /healthz, /readyz and /status (empty: off)")
 	work := fs.Duration("work-interval", 100*time.Millisecond, "the demo handler's batch interval")
 	startTimeout := fs.Duration("start-timeout", time.Minute, "while the database is unreachable, refuses the credentials or is not migrated\nat start, retry (with backoff, each attempt logged) this long before exiting 1; 0: try once")
+	retention := fs.Duration("node-retention", defaultNodeRetention, "how long a dead or deregistered node stays in the nodes table and helix status\nbefore the coordinator deletes it (what fencing needs is kept); 0: forever")
 	pos, code, ok := parseFlags(e, fs, args)
 	if !ok {
 		return code
@@ -53,6 +54,9 @@ func runNode(ctx context.Context, e *env, args []string) int {
 	log, err := lf.logger(e.stderr)
 	if err != nil {
 		return badUsage(e, fs, "%v", err)
+	}
+	if *retention < 0 {
+		return badUsage(e, fs, "invalid --node-retention %v: must be ≥ 0 (0 = keep forever)", *retention)
 	}
 	if *startTimeout < 0 {
 		return badUsage(e, fs, "invalid --start-timeout %v: must be ≥ 0", *startTimeout)
@@ -92,6 +96,9 @@ func runNode(ctx context.Context, e *env, args []string) int {
 		}
 		log.Info("http listening", "node", cfg.NodeID, "addr", addr.String(),
 			"status", fmt.Sprintf("http://%s/status", addr))
+	}
+	if *retention > 0 {
+		go pruneLoop(httpCtx, node, store, *retention, log.With("node", cfg.NodeID))
 	}
 	if err := node.Run(ctx); err != nil {
 		return fail(e, "node", err)
