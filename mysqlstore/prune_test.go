@@ -37,7 +37,9 @@ func TestPruneNodesKeepsWhatFencingNeeds(t *testing.T) {
 	reg(s, "live")
 	otherOld := reg(other, "old")
 	for _, d := range []struct {
-		st  interface{ DeregisterNode(context.Context, string, uint64) (engine.Reply, error) }
+		st interface {
+			DeregisterNode(context.Context, string, uint64) (engine.Reply, error)
+		}
 		id  string
 		inc uint64
 	}{{s, "old", old}, {s, "dead-recent", deadRecent}, {other, "old", otherOld}} {
