@@ -26,6 +26,9 @@ type Health struct {
 	// (node clock); empty if none has.
 	LastStoreError   string
 	LastStoreErrorAt time.Time
+	// NoWork: a coordinator-only node (Config.NoWork), which never registers: it is
+	// ready while it runs.
+	NoWork bool
 }
 
 // NotReady returns why the node does not take partitions now, or "" when it is ready:
@@ -38,6 +41,8 @@ func (s Status) NotReady() string {
 	switch {
 	case !s.Running:
 		return "not running"
+	case s.Health.NoWork:
+		return ""
 	case !s.Registered:
 		return "not registered (no live incarnation)" + cause
 	case s.Health.SelfFenced:
@@ -104,6 +109,7 @@ func (n *Node) fillHealth(s *Status) {
 	h := &n.health
 	now := n.clk.Now()
 	s.Health.StallAfter = h.stallAfter
+	s.Health.NoWork = n.cfg.NoWork
 	s.Health.LoopAge = -1
 	if t := h.lastStep.Load(); t != nil {
 		s.Health.LoopAge = now.Sub(*t)

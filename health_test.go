@@ -171,6 +171,7 @@ func TestNotReadySaysWhy(t *testing.T) {
 			Health: Health{SelfFenced: true, LastStoreError: "Error 1045"}}, "self-fenced: cannot prove liveness (last successful heartbeat 7s ago); last store error: Error 1045"},
 		{Status{Running: true, NodeState: engine.NodeState{Registered: true, Draining: true, LivenessUntil: now}}, "draining"},
 		{Status{Running: true, NodeState: engine.NodeState{Registered: true, LivenessUntil: now}}, ""},
+		{Status{Running: true, Health: Health{NoWork: true}}, ""}, // coordinator-only: never registers
 	}
 	for _, c := range cases {
 		if got := c.s.NotReady(); !strings.HasPrefix(got, c.want) || (c.want == "") != (got == "") {

@@ -578,6 +578,11 @@ func (n *Node) event(e engine.Event) {
 	if e.Detail != "" {
 		attrs = append(attrs, "detail", e.Detail)
 	}
-	n.log.Info("event", attrs...)
+	level := slog.LevelInfo
+	if e.Kind == "self_fenced" || e.Kind == "node_dead" || e.Kind == "register_failed" {
+		// The node stopped (or cannot start) working: an operator must see it.
+		level = slog.LevelWarn
+	}
+	n.log.Log(context.Background(), level, "event", attrs...)
 	n.o.observer.Event(n.cfg.NodeID, e)
 }

@@ -163,17 +163,20 @@ func TestHealthTellsTheTruth(t *testing.T) {
 		t.Errorf("/healthz of a self-fenced node: %d %s; want 200 (a restart would not help)", code, body)
 	}
 	lines, _ := readLines(w1.LogPath)
-	warned := false
+	warned, fenceWarned := false, false
 	for _, l := range lines {
 		if l["level"] == "WARN" && l["msg"] == "store call failed" && strings.Contains(fmt.Sprint(l["err"]), "Error 1045") {
 			warned = true
+		}
+		if l["level"] == "WARN" && l["msg"] == "event" && l["kind"] == "self_fenced" {
+			fenceWarned = true
 		}
 		if l["msg"] == "node starting" && l["lease_ttl"] != "2s" {
 			t.Errorf("durations are not logged as strings: %v", l)
 		}
 	}
-	if !warned {
-		t.Errorf("no WARN line with Error 1045 in w1's log %s", w1.LogPath)
+	if !warned || !fenceWarned {
+		t.Errorf("w1's log %s lacks a WARN line with Error 1045 (%v) or a WARN self_fenced event (%v)", w1.LogPath, warned, fenceWarned)
 	}
 
 	exec("ALTER USER '" + user + "'@'%' IDENTIFIED BY 'pw-one'")
