@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"fmt"
 	"io"
 	"log/slog"
@@ -246,5 +247,58 @@ func TestNodeWaitsForMigrateThenServesItsStatusPage(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("node did not stop")
+	}
+}
+
+// TestREADMEGrantsSuffice: the README's two users — one that migrates, one for the
+// nodes and admin commands — can do what it says with exactly those privileges, and
+// the second cannot change the schema.
+func TestREADMEGrantsSuffice(t *testing.T) {
+	dsn := mysqltest.DSN(t)
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	suffix := strings.TrimPrefix(cfg.DBName, "helix_test_")
+	users := map[string]string{
+		"hm_" + suffix: "SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX", // README: helix_migrate
+		"hn_" + suffix: "SELECT, INSERT, UPDATE, DELETE",                       // README: helix
+	}
+	userDSN := map[string]string{}
+	for u, grants := range users {
+		for _, q := range []string{
+			"CREATE USER '" + u + "'@'%' IDENTIFIED BY 'pw'",
+			"GRANT " + grants + " ON `" + cfg.DBName + "`.* TO '" + u + "'@'%'",
+		} {
+			if _, err := root.Exec(q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		t.Cleanup(func() { root.Exec("DROP USER IF EXISTS '" + u + "'@'%'") })
+		c := cfg.Clone()
+		c.User, c.Passwd = u, "pw"
+		userDSN[u] = c.FormatDSN()
+	}
+	migrator, node := map[string]string{"HELIX_DSN": userDSN["hm_"+suffix]}, map[string]string{"HELIX_DSN": userDSN["hn_"+suffix]}
+	if code, _, errOut := quick(t, node, "migrate"); code != 1 || !strings.Contains(errOut, "denied") {
+		t.Fatalf("migrate as the node user: exit %d %q; want it denied", code, errOut)
+	}
+	if code, out, errOut := quick(t, migrator, "migrate"); code != 0 {
+		t.Fatalf("migrate as the migrate user: exit %d %q %q", code, out, errOut)
+	}
+	for _, args := range [][]string{
+		{"tasklist", "put", "jobs", "4"},
+		{"tasklist", "list"},
+		{"status"},
+		{"tasklist", "delete", "jobs"},
+	} {
+		if code, out, errOut := quick(t, node, args...); code != 0 {
+			t.Errorf("helix %v as the node user: exit %d %q %q", args, code, out, errOut)
+		}
 	}
 }
