@@ -311,6 +311,15 @@ func (s *Sim) action(a *Action) {
 			}
 			s.step(nd, in, refreshEager)
 		}
+	case DoAdminDrain, DoAdminUndrain:
+		v := a.Do == DoAdminDrain
+		for _, nd := range nds {
+			if _, err := s.store.UpdateNode(s.ctx, nd.id, engine.NodeUpdate{Draining: &v}); err != nil {
+				s.cur.note = nd.id + ": " + errName(err) // never registered: nothing to drain
+				continue
+			}
+			s.band(a.Do, nd.id, 0)
+		}
 	case DoJoin:
 		g := *a.Group
 		g.Count = a.Count

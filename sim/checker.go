@@ -425,6 +425,11 @@ func (s *Sim) livenessProblem() *problem {
 		if w := workers[nd.id]; w != nil && info[nd.id].Draining && len(w.owned) > 0 {
 			return &problem{"L3", fmt.Sprintf("draining %s still holds %d partitions", nd.id, len(w.owned))}
 		}
+		// The node's own view of its drain must agree with the store's flag, whoever set
+		// it (an operator's helix drain reaches the node by heartbeat).
+		if w := workers[nd.id]; w != nil && info[nd.id].Draining != nd.st.Draining {
+			return &problem{"L3", fmt.Sprintf("%s believes draining=%v, the store's flag says %v", nd.id, nd.st.Draining, info[nd.id].Draining)}
+		}
 	}
 	return nil
 }

@@ -195,6 +195,10 @@ const (
 	DoDelTaskList = "delete_tasklist"
 	DoDrain       = "drain"
 	DoUndrain     = "undrain"
+	// DoAdminDrain / DoAdminUndrain are an operator's `helix drain [--undrain] NODE`: the
+	// store's flag is written by another client; the node learns of it by heartbeat.
+	DoAdminDrain   = "admin_drain"
+	DoAdminUndrain = "admin_undrain"
 	DoJoin        = "join"  // Count new nodes start now
 	DoLeave       = "leave" // graceful shutdown of the target(s)
 	DoHealAll     = "heal_all"
@@ -206,11 +210,12 @@ const (
 )
 
 var actionKinds = []string{DoCrash, DoRestart, DoPause, DoPartition, DoHeal, DoClock, DoStoreOutage,
-	DoLatency, DoLoss, DoPutTaskList, DoDelTaskList, DoDrain, DoUndrain, DoJoin, DoLeave, DoHealAll, DoLeaseReset}
+	DoLatency, DoLoss, DoPutTaskList, DoDelTaskList, DoDrain, DoUndrain, DoJoin, DoLeave, DoHealAll, DoLeaseReset,
+	DoAdminDrain, DoAdminUndrain}
 
 // needTarget are the actions that act on nodes and so need a target.
 var needTarget = map[string]bool{DoCrash: true, DoRestart: true, DoPause: true, DoPartition: true, DoHeal: true,
-	DoClock: true, DoDrain: true, DoUndrain: true, DoLeave: true}
+	DoClock: true, DoDrain: true, DoUndrain: true, DoLeave: true, DoAdminDrain: true, DoAdminUndrain: true}
 
 // Swarm draws random faults per seed (swarm testing): each seed decides which of Kinds
 // are on and how often, then schedules them until Until.
