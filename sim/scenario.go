@@ -199,9 +199,9 @@ const (
 	// store's flag is written by another client; the node learns of it by heartbeat.
 	DoAdminDrain   = "admin_drain"
 	DoAdminUndrain = "admin_undrain"
-	DoJoin        = "join"  // Count new nodes start now
-	DoLeave       = "leave" // graceful shutdown of the target(s)
-	DoHealAll     = "heal_all"
+	DoJoin         = "join"  // Count new nodes start now
+	DoLeave        = "leave" // graceful shutdown of the target(s)
+	DoHealAll      = "heal_all"
 	// DoLeaseReset is the operator's answer to a store failover that lost the last lease
 	// grants: retire the coordinator lease and raise its epoch past any grant that could
 	// have been lost. Whoever held it is told by its next store call (ErrFenced or
