@@ -34,6 +34,7 @@ type dnode struct {
 	n       *engine.Node
 	crashed bool
 	stopped bool
+	stopErr error // Stopped.Err
 	cut     bool // cut off from the store: its requests and their replies are lost
 	// slowReplies, if set, is the latency of every reply to this node.
 	slowReplies time.Duration
@@ -183,6 +184,7 @@ func (d *driver) step(i int, in engine.Input) {
 			d.trace = append(d.trace, fmt.Sprintf("%v %s stop %s g%d %v", d.now.Sub(t0), dn.id, e.Partition, e.Generation, e.Reason))
 		case engine.Stopped:
 			dn.stopped = true
+			dn.stopErr = e.Err
 			dn.hasWake = false
 		case engine.Event:
 			dn.events = append(dn.events, timedEvent{d.now, e})

@@ -64,19 +64,26 @@ func (s *Store) RegisterNode(ctx context.Context, spec engine.NodeSpec) (engine.
 	}
 	labels := encodeLabels(spec.Labels)
 	var reply engine.RegisterReply
+	var held *engine.NodeInUseError
 	err := s.inTx(ctx, "register", func(tx *sql.Tx) error {
-		var inc uint64
-		var nowV int64
+		held = nil
+		var cur engine.NodeInfo
+		var status uint8
+		var process, host []byte
+		var hbV, nowV int64
 		start := time.Now()
-		err := tx.QueryRowContext(ctx, "SELECT incarnation, "+nowUS+" FROM helix_nodes WHERE cluster = ? AND id = ? FOR UPDATE", s.cluster, spec.ID).Scan(&inc, &nowV)
+		err := tx.QueryRowContext(ctx, "SELECT incarnation, status, process, host, pid, "+us("last_heartbeat")+", "+nowUS+
+			" FROM helix_nodes WHERE cluster = ? AND id = ? FOR UPDATE", s.cluster, spec.ID).
+			Scan(&cur.Incarnation, &status, &process, &host, &cur.PID, &hbV, &nowV)
+		inc := cur.Incarnation
 		var now time.Time
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			if now, err = s.nowOn(ctx, tx); err != nil {
 				return err
 			}
-			_, err = tx.ExecContext(ctx, "INSERT INTO helix_nodes (cluster, id, incarnation, capacity, labels, draining, status, last_heartbeat, assign_rev) "+
-				"VALUES (?, ?, 1, ?, ?, 0, 0, ?, 1)", s.cluster, spec.ID, spec.Capacity, labels, now)
+			_, err = tx.ExecContext(ctx, "INSERT INTO helix_nodes (cluster, id, incarnation, capacity, labels, draining, status, last_heartbeat, assign_rev, process, host, pid) "+
+				"VALUES (?, ?, 1, ?, ?, 0, 0, ?, 1, ?, ?, ?)", s.cluster, spec.ID, spec.Capacity, labels, now, spec.Process, spec.Host, spec.PID)
 			if isDup(err) {
 				return &retryNow{err}
 			}
@@ -84,8 +91,15 @@ func (s *Store) RegisterNode(ctx context.Context, spec engine.NodeSpec) (engine.
 			return err
 		default:
 			now = s.observe(nowV, start)
+			cur.ID, cur.Status, cur.Process, cur.Host, cur.LastHeartbeat = spec.ID, engine.NodeStatus(status), string(process), string(host), fromUS(hbV)
+			// Judged on the server's clock: both timestamps come from UTC_TIMESTAMP(6).
+			if held = engine.RegistrationHeld(spec, cur, fromUS(nowV)); held != nil {
+				held.Now = now
+				return nil
+			}
 			_, err = tx.ExecContext(ctx, "UPDATE helix_nodes SET incarnation = ?, capacity = ?, labels = ?, draining = 0, status = 0, "+
-				"last_heartbeat = ?, assign_rev = assign_rev + 1 WHERE cluster = ? AND id = ?", inc+1, spec.Capacity, labels, now, s.cluster, spec.ID)
+				"last_heartbeat = ?, assign_rev = assign_rev + 1, process = ?, host = ?, pid = ? WHERE cluster = ? AND id = ?",
+				inc+1, spec.Capacity, labels, now, spec.Process, spec.Host, spec.PID, s.cluster, spec.ID)
 		}
 		reply = engine.RegisterReply{Reply: engine.Reply{Now: now}, Incarnation: inc + 1}
 		return err
@@ -100,6 +114,9 @@ func (s *Store) RegisterNode(ctx context.Context, spec engine.NodeSpec) (engine.
 	})
 	if err != nil {
 		return engine.RegisterReply{}, err
+	}
+	if held != nil {
+		return engine.RegisterReply{}, held
 	}
 	return reply, nil
 }
@@ -187,9 +204,26 @@ func (s *Store) UpdateNode(ctx context.Context, id string, u engine.NodeUpdate) 
 		args = append(args, encodeLabels(*u.Labels))
 	}
 	args = append(args, s.cluster, id)
-	n, err := s.exec(ctx, "UPDATE helix_nodes SET "+strings.Join(sets, ", ")+" WHERE cluster = ? AND id = ?", args...)
+	where := " WHERE cluster = ? AND id = ?"
+	if u.Incarnation != 0 {
+		// A node's own update: only while that incarnation is the current, live one.
+		where += " AND incarnation = ? AND status = 0"
+		args = append(args, u.Incarnation)
+	}
+	n, err := s.exec(ctx, "UPDATE helix_nodes SET "+strings.Join(sets, ", ")+where, args...)
 	if err != nil {
 		return engine.Reply{}, s.wrap("update_node", err)
+	}
+	if n == 0 && u.Incarnation != 0 {
+		var cur uint64
+		err := s.queryRow(ctx, "SELECT incarnation FROM helix_nodes WHERE cluster = ? AND id = ?", []any{s.cluster, id}, &cur)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return engine.Reply{}, s.wrap("update_node", err)
+		default:
+			return engine.Reply{}, s.wrap("update_node", fmt.Errorf("update node %s/%d: current incarnation is %d or it is dead: %w", id, u.Incarnation, cur, engine.ErrNodeDead))
+		}
 	}
 	if n == 0 {
 		return engine.Reply{}, s.wrap("update_node", fmt.Errorf("update node %s: %w", id, engine.ErrNotFound))

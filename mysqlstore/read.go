@@ -2,7 +2,9 @@ package mysqlstore
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -48,7 +50,7 @@ func (p unionParts) build(cluster string) (string, []any) {
 	}
 	q.WriteString("0 AS n4, 0 AS n5, 0 AS n6, X'' AS b")
 	if p.nodes {
-		q.WriteString(" UNION ALL SELECT 1, id, X'', X'', X'', incarnation, capacity, draining, status, " + us("last_heartbeat") +
+		q.WriteString(" UNION ALL SELECT 1, id, process, host, CAST(pid AS BINARY), incarnation, capacity, draining, status, " + us("last_heartbeat") +
 			", TIMESTAMPDIFF(MICROSECOND, last_heartbeat, UTC_TIMESTAMP(6)), labels FROM helix_nodes WHERE cluster = ?")
 		args = append(args, cluster)
 	}
@@ -124,7 +126,15 @@ func (s *Store) scanUnion(ctx context.Context, query string, args []any) (unionR
 			res.nodes = append(res.nodes, engine.NodeInfo{
 				ID: string(s1), Incarnation: uint64(n1), Capacity: int(n2), Labels: labels, Draining: n3 != 0,
 				Status: engine.NodeStatus(n4), LastHeartbeat: fromUS(n5), HeartbeatAge: time.Duration(n6) * time.Microsecond,
+				Process: string(s2), Host: string(s3),
 			})
+			if len(s4) > 0 {
+				pid, err := strconv.Atoi(string(s4))
+				if err != nil {
+					return res, fmt.Errorf("corrupt pid column %q: %w", s4, ErrSchema)
+				}
+				res.nodes[len(res.nodes)-1].PID = pid
+			}
 		case 2:
 			res.taskLists = append(res.taskLists, engine.TaskList{Domain: string(s1), Name: string(s2), Partitions: int(n1)})
 		case 4:

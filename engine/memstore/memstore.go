@@ -254,6 +254,11 @@ func (s *Store) RegisterNode(ctx context.Context, spec engine.NodeSpec) (engine.
 	}
 	defer s.mu.Unlock()
 	n := s.nodes[spec.ID]
+	if n != nil {
+		if held := engine.RegistrationHeld(spec, n.info, now); held != nil {
+			return engine.RegisterReply{}, held
+		}
+	}
 	if n == nil {
 		n = &node{}
 		s.nodes[spec.ID] = n
@@ -265,6 +270,9 @@ func (s *Store) RegisterNode(ctx context.Context, spec engine.NodeSpec) (engine.
 		Labels:        cloneLabels(spec.Labels),
 		Status:        engine.NodeAlive,
 		LastHeartbeat: now,
+		Process:       spec.Process,
+		Host:          spec.Host,
+		PID:           spec.PID,
 	}
 	// A new incarnation owns nothing yet; bumping makes its first heartbeat (whatever it
 	// passes as known) get its definitive, empty, list.
@@ -365,6 +373,9 @@ func (s *Store) UpdateNode(ctx context.Context, id string, u engine.NodeUpdate) 
 	n := s.nodes[id]
 	if n == nil {
 		return engine.Reply{}, errf(engine.ErrNotFound, "update node %s", id)
+	}
+	if u.Incarnation != 0 && (n.info.Incarnation != u.Incarnation || n.info.Status != engine.NodeAlive) {
+		return engine.Reply{}, errf(engine.ErrNodeDead, "update node %s/%d: current incarnation is %d (%s)", id, u.Incarnation, n.info.Incarnation, n.info.Status)
 	}
 	if u.Draining != nil {
 		n.info.Draining = *u.Draining
