@@ -175,8 +175,10 @@ func (c Config) Validate() error {
 	if err := ValidateNonce("config.Nonce", c.Nonce); err != nil {
 		return err
 	}
-	if len(c.Host) > MaxHostBytes {
-		return Invalid("config.Host", fmt.Sprintf("%.40q", c.Host), fmt.Sprintf("must be at most %d bytes", MaxHostBytes))
+	if c.Host != "" {
+		if err := validateText("config.Host", c.Host, MaxHostBytes); err != nil {
+			return err
+		}
 	}
 	if c.PID < 0 {
 		return Invalid("config.PID", fmt.Sprint(c.PID), "must be ≥ 0")

@@ -62,9 +62,14 @@ func (e *LeaseHeldError) Unwrap() error { return ErrLeaseHeld }
 type NodeInUseError struct {
 	ID          string
 	Incarnation uint64 // the holder's
-	Process     string // the holder's token (LeaseOwner form); may be empty for an old holder
-	Host        string
-	PID         int
+	// Holder is the process that holds the id (Process may be empty for an old holder).
+	Holder NodeProcess
+	// By, when set, is the process taking the id over (Replace) that stands in the way:
+	// the caller was replaced, or a takeover is already pending.
+	By NodeProcess
+	// Pending: this caller's Replace was recorded; it gets the id once the holder's
+	// registration expires (at ExpiresAt): retry then.
+	Pending bool
 	// LastHeartbeat and Now are store time; ExpiresAt = LastHeartbeat + the caller's
 	// DeadAfter: if the holder heartbeats no more, the id is free from then on.
 	LastHeartbeat time.Time
@@ -72,38 +77,66 @@ type NodeInUseError struct {
 	Now           time.Time
 }
 
-func (e *NodeInUseError) Error() string {
+func (p NodeProcess) describe() string {
 	where := "an unknown host"
-	if e.Host != "" {
-		where = "host " + e.Host
+	if p.Host != "" {
+		where = "host " + p.Host
 	}
-	if e.PID > 0 {
-		where += fmt.Sprintf(", pid %d", e.PID)
+	if p.PID > 0 {
+		where += fmt.Sprintf(", pid %d", p.PID)
+	}
+	return where
+}
+
+func (e *NodeInUseError) Error() string {
+	left := max(e.ExpiresAt.Sub(e.Now), 0).Round(time.Millisecond)
+	at := e.ExpiresAt.UTC().Format(time.RFC3339Nano)
+	switch {
+	case e.Pending:
+		return fmt.Sprintf("node id %q: taking it over (replace) from the process on %s (incarnation %d); its heartbeats are refused from now on, "+
+			"and the id is ours once its registration expires in %v (at %s store time)", e.ID, e.Holder.describe(), e.Incarnation, left, at)
+	case e.By.Process != "":
+		return fmt.Sprintf("node id %q is being taken over (replace) by the process on %s; the registration of incarnation %d expires in %v (at %s store time)",
+			e.ID, e.By.describe(), e.Incarnation, left, at)
 	}
 	return fmt.Sprintf("node id %q is held by another live process (%s, incarnation %d, last heartbeat %v ago); "+
 		"its registration expires in %v (at %s store time) unless that process heartbeats again: "+
 		"stop it, wait, or take the id over with --replace (helix.WithReplace)",
-		e.ID, where, e.Incarnation, e.Now.Sub(e.LastHeartbeat).Round(time.Millisecond),
-		max(e.ExpiresAt.Sub(e.Now), 0).Round(time.Millisecond), e.ExpiresAt.UTC().Format(time.RFC3339Nano))
+		e.ID, e.Holder.describe(), e.Incarnation, e.Now.Sub(e.LastHeartbeat).Round(time.Millisecond), left, at)
 }
 
 func (e *NodeInUseError) Unwrap() error { return ErrNodeInUse }
 
 // RegistrationHeld is the exclusive-registration rule of Store.RegisterNode, shared by
-// every backend: given the id's current row (cur) at store time now, it returns the
-// *NodeInUseError that refuses spec, or nil if spec may register.
+// every backend: given the id's current row (cur) at store time now, it returns nil if
+// spec may register now, or the *NodeInUseError that refuses it. When the refusal is
+// Pending the backend records spec's process as cur's ReplaceBy in the same transaction
+// (from then on it refuses the holder's heartbeats).
 func RegistrationHeld(spec NodeSpec, cur NodeInfo, now time.Time) *NodeInUseError {
-	if spec.DeadAfter <= 0 || spec.Replace || cur.Status != NodeAlive || cur.Incarnation == 0 {
+	if spec.DeadAfter <= 0 || cur.Status != NodeAlive || cur.Incarnation == 0 {
 		return nil
 	}
-	if cur.Process == spec.Process && spec.Process != "" {
-		return nil // this process's own retry (its earlier reply was lost)
-	}
 	if now.Sub(cur.LastHeartbeat) > spec.DeadAfter {
-		return nil // older than dead_after: the coordinator could declare it dead now
+		return nil // older than dead_after: the holder's own timer has stopped it
 	}
-	return &NodeInUseError{ID: cur.ID, Incarnation: cur.Incarnation, Process: cur.Process, Host: cur.Host, PID: cur.PID,
+	me := NodeProcess{Process: spec.Process, Host: spec.Host, PID: spec.PID}
+	refuse := &NodeInUseError{ID: cur.ID, Incarnation: cur.Incarnation, Holder: NodeProcess{Process: cur.Process, Host: cur.Host, PID: cur.PID},
 		LastHeartbeat: cur.LastHeartbeat, ExpiresAt: cur.LastHeartbeat.Add(spec.DeadAfter), Now: now}
+	switch by := cur.ReplaceBy; {
+	case by.Process != "" && by.Process != spec.Process:
+		// Someone is taking the id over: the holder (replaced) and anyone else wait.
+		refuse.By = by
+		return refuse
+	case by.Process != "":
+		refuse.Pending = true // our own takeover, still waiting for the expiry
+		return refuse
+	case spec.Process != "" && cur.Process == spec.Process:
+		return nil // this process's own retry (its earlier reply was lost)
+	case spec.Replace:
+		refuse.Pending, refuse.By = true, me
+		return refuse
+	}
+	return refuse
 }
 
 // ValidationError is bad input: Field names what was wrong, Rule the rule it broke.
@@ -249,8 +282,10 @@ func validateProcess(n NodeSpec) error {
 	if len(n.Host) > MaxHostBytes {
 		return Invalid("node.host", fmt.Sprintf("%.40q", n.Host), fmt.Sprintf("must be at most %d bytes", MaxHostBytes))
 	}
-	if !utf8.ValidString(n.Host) {
-		return Invalid("node.host", fmt.Sprintf("%.40q", n.Host), "must be valid UTF-8")
+	if n.Host != "" {
+		if err := validateText("node.host", n.Host, MaxHostBytes); err != nil {
+			return err
+		}
 	}
 	if n.PID < 0 {
 		return Invalid("node.pid", fmt.Sprint(n.PID), "must be ≥ 0")

@@ -144,8 +144,10 @@ func TestDriverRestartAfterCrashWaitsForExpiry(t *testing.T) {
 	}
 }
 
-// Replace takes the id over; the replaced process stops (it does not re-register and
-// evict its successor), and its graceful exit leaves the successor's row alone.
+// Replace takes the id over from a process that is cut off (the case it exists for): the
+// takeover completes once the old registration expires, and when the old process comes
+// back and exits gracefully, its drain-flag write (fenced by its incarnation) and its
+// deregistration leave the successor alone — before, the survivor was left draining.
 func TestDriverReplace(t *testing.T) {
 	d := newDriver(t, 3, tl20)
 	if _, ok := d.until(30*time.Second, func() bool { return d.converged(20) }); !ok {
@@ -154,24 +156,31 @@ func TestDriverReplace(t *testing.T) {
 	old := (d.coordinator() + 1) % 3
 	id := d.nodes[old].id
 	inc := d.nodeRow(id).Incarnation
+	d.nodes[old].cut = true
+	startAt := d.now
 	nw := d.startDuplicate(old, "new", true)
-	// The old process is asked to shut down while it does not know yet: its drain flag
-	// write must not land on the new incarnation.
-	d.runFor(10 * time.Millisecond)
+	if _, ok := d.until(2*defaults().DeadAfter, func() bool { return d.nodes[nw].n.State().Registered }); !ok {
+		t.Fatal("the replacement did not register within 2 × dead_after")
+	}
+	if took := d.now.Sub(startAt); took > defaults().DeadAfter+time.Second {
+		t.Errorf("takeover took %v, want within dead_after + 1s", took)
+	}
+	// The old process comes back and is asked to shut down before it learns anything.
+	d.nodes[old].cut = false
 	d.step(old, engine.Shutdown{})
-	if _, ok := d.stoppedWith(old, 2*defaults().DeadAfter); !ok {
+	if _, ok := d.stoppedWith(old, 3*defaults().DeadAfter); !ok {
 		t.Fatal("the replaced process did not stop")
 	}
 	if _, ok := d.until(30*time.Second, func() bool { return d.converged(20) && len(d.nodes[nw].running) > 0 }); !ok {
 		t.Fatalf("not converged with the replacement: %v", d.counts())
 	}
+	d.runFor(20 * time.Second)
 	row := d.nodeRow(id)
 	if row.Incarnation != inc+1 || row.Draining || row.Status != engine.NodeAlive || row.Host != "host-b" || row.PID != 4242 {
 		t.Errorf("row after the replacement %+v: want incarnation %d, alive, not draining, host-b/4242", row, inc+1)
 	}
-	d.runFor(20 * time.Second)
-	if got := d.nodeRow(id).Incarnation; got != inc+1 {
-		t.Errorf("incarnation %d → %d: the processes evict each other", inc+1, got)
+	if len(d.nodes[nw].running) == 0 {
+		t.Errorf("the replacement runs nothing: %v", d.counts())
 	}
 }
 
@@ -202,7 +211,10 @@ func TestDriverReplacedWhileRunningStops(t *testing.T) {
 		t.Errorf("replaced event %q: want the new holder's host and pid", detail)
 	}
 	d.runFor(20 * time.Second)
-	if n := d.nodeRow(id); n.Incarnation != 2 || n.Status != engine.NodeAlive {
-		t.Errorf("row %+v: want incarnation 2 alive (one replacement, no loop)", n)
+	if n := d.nodeRow(id); n.Incarnation != 2 || n.Status != engine.NodeAlive || n.Host != "host-b" {
+		t.Errorf("row %+v: want incarnation 2 of host-b, alive (one replacement, no loop)", n)
+	}
+	if !d.converged(20) {
+		t.Errorf("not converged after the replacement: %v", d.counts())
 	}
 }

@@ -55,12 +55,16 @@ type Store interface {
 	// Exclusive registration (spec.DeadAfter > 0): if the id's current incarnation is
 	// alive, its heartbeat is not older than DeadAfter (store time) and its Process differs
 	// from spec.Process, the call fails with a *NodeInUseError (wrapping ErrNodeInUse) and
-	// changes nothing, unless spec.Replace. The same Process may always register again
-	// (its own retry after a lost reply). Validation: node.process (0–MaxOwnerBytes),
-	// node.host (0–255 bytes), node.pid (≥ 0), node.dead_after (≥ 0).
+	// changes nothing. The same Process may register again (its own retry after a lost
+	// reply). With spec.Replace the refusal is Pending and records spec's process as the
+	// row's ReplaceBy: from then on the holder's heartbeats are refused (ErrNodeDead) and
+	// its own registrations too (naming the replacer), so its registration expires and
+	// its partitions, void only then, are never processed twice; a retry after ExpiresAt
+	// succeeds. engine.RegistrationHeld is the rule. Validation: node.process
+	// (0–MaxOwnerBytes), node.host (0–255 bytes), node.pid (≥ 0), node.dead_after (≥ 0).
 	RegisterNode(ctx context.Context, spec NodeSpec) (RegisterReply, error)
 	// Heartbeat records a heartbeat at store time for the incarnation, or ErrNodeDead if
-	// that incarnation is dead, replaced or deregistered (ErrNotFound: id unknown is also
+	// that incarnation is dead, replaced, being replaced (ReplaceBy set) or deregistered (ErrNotFound: id unknown is also
 	// reported as ErrNodeDead, so that the caller re-registers). If the node's assignment
 	// revision differs from known, the reply carries the node's current assignments and
 	// the partitions on their way to it.

@@ -153,8 +153,11 @@ type NodeSpec struct {
 	// its heartbeat is not older than DeadAfter by store time, and it belongs to another
 	// Process, unless Replace is set. 0 keeps the unconditional replacement (tests, tools).
 	DeadAfter time.Duration
-	// Replace takes the id over from a live process on purpose (helix node --replace):
-	// its incarnation is replaced as if it had died.
+	// Replace takes the id over from a live process on purpose (helix node --replace).
+	// It is safe, not instant: the holder's heartbeats are refused from then on, so it
+	// stops its partitions by its own liveness timer, and this registration succeeds once
+	// the holder's heartbeat is older than DeadAfter. Until then the call fails with a
+	// *NodeInUseError whose Pending is set (retry at its ExpiresAt).
 	Replace bool
 }
 
@@ -173,6 +176,17 @@ type NodeInfo struct {
 	HeartbeatAge time.Duration
 	// Process, Host and PID are the registering process's (NodeSpec); empty when it did
 	// not say.
+	Process string
+	Host    string
+	PID     int
+	// ReplaceBy is the process waiting to take the id over (a registration with Replace
+	// while this incarnation was alive): its Process, Host and PID; empty when none. While
+	// it is set this incarnation's heartbeats are refused, so its registration expires.
+	ReplaceBy NodeProcess
+}
+
+// NodeProcess names one process that registered, or wants to register, a node id.
+type NodeProcess struct {
 	Process string
 	Host    string
 	PID     int

@@ -65,6 +65,9 @@ func (n *Node) sendRegister() {
 
 // registrationRefused: another live process holds the node id.
 //
+// With Replace the refusal is Pending: the holder's heartbeats are refused from now on,
+// and the node retries when the holder's registration expires.
+//
 // Before this process ever registered, the holder may be a crashed predecessor whose
 // registration has not expired yet (a supervisor restarts a killed process within a
 // second): the node waits until the registration would expire and tries again, once per
@@ -74,7 +77,7 @@ func (n *Node) sendRegister() {
 // never takes the id back by force, so two processes never evict each other in a loop.
 func (n *Node) registrationRefused(err error) {
 	var held *NodeInUseError
-	if n.w.inc == 0 && errors.As(err, &held) && (n.w.heldSeen.IsZero() || !held.LastHeartbeat.After(n.w.heldSeen)) {
+	if n.w.inc == 0 && errors.As(err, &held) && (held.Pending || n.w.heldSeen.IsZero() || !held.LastHeartbeat.After(n.w.heldSeen)) {
 		n.w.heldSeen = held.LastHeartbeat
 		// Count the store's remaining time on this node's clock as if it ran slow (ρ),
 		// plus the margin, so that the retry lands after the store's expiry.

@@ -69,12 +69,12 @@ func (s *Store) RegisterNode(ctx context.Context, spec engine.NodeSpec) (engine.
 		held = nil
 		var cur engine.NodeInfo
 		var status uint8
-		var process, host []byte
+		var process, host, rProcess, rHost []byte
 		var hbV, nowV int64
 		start := time.Now()
-		err := tx.QueryRowContext(ctx, "SELECT incarnation, status, process, host, pid, "+us("last_heartbeat")+", "+nowUS+
-			" FROM helix_nodes WHERE cluster = ? AND id = ? FOR UPDATE", s.cluster, spec.ID).
-			Scan(&cur.Incarnation, &status, &process, &host, &cur.PID, &hbV, &nowV)
+		err := tx.QueryRowContext(ctx, "SELECT incarnation, status, process, host, pid, replace_process, replace_host, replace_pid, "+
+			us("last_heartbeat")+", "+nowUS+" FROM helix_nodes WHERE cluster = ? AND id = ? FOR UPDATE", s.cluster, spec.ID).
+			Scan(&cur.Incarnation, &status, &process, &host, &cur.PID, &rProcess, &rHost, &cur.ReplaceBy.PID, &hbV, &nowV)
 		inc := cur.Incarnation
 		var now time.Time
 		switch {
@@ -92,13 +92,20 @@ func (s *Store) RegisterNode(ctx context.Context, spec engine.NodeSpec) (engine.
 		default:
 			now = s.observe(nowV, start)
 			cur.ID, cur.Status, cur.Process, cur.Host, cur.LastHeartbeat = spec.ID, engine.NodeStatus(status), string(process), string(host), fromUS(hbV)
+			cur.ReplaceBy.Process, cur.ReplaceBy.Host = string(rProcess), string(rHost)
 			// Judged on the server's clock: both timestamps come from UTC_TIMESTAMP(6).
 			if held = engine.RegistrationHeld(spec, cur, fromUS(nowV)); held != nil {
 				held.Now = now
-				return nil
+				if held.Pending && cur.ReplaceBy != held.By {
+					// A takeover starts: from now on the holder's heartbeats are refused.
+					_, err = tx.ExecContext(ctx, "UPDATE helix_nodes SET replace_process = ?, replace_host = ?, replace_pid = ? WHERE cluster = ? AND id = ?",
+						held.By.Process, held.By.Host, held.By.PID, s.cluster, spec.ID)
+				}
+				return err
 			}
 			_, err = tx.ExecContext(ctx, "UPDATE helix_nodes SET incarnation = ?, capacity = ?, labels = ?, draining = 0, status = 0, "+
-				"last_heartbeat = ?, assign_rev = assign_rev + 1, process = ?, host = ?, pid = ? WHERE cluster = ? AND id = ?",
+				"last_heartbeat = ?, assign_rev = assign_rev + 1, process = ?, host = ?, pid = ?, replace_process = '', replace_host = '', replace_pid = 0 "+
+				"WHERE cluster = ? AND id = ?",
 				inc+1, spec.Capacity, labels, now, spec.Process, spec.Host, spec.PID, s.cluster, spec.ID)
 		}
 		reply = engine.RegisterReply{Reply: engine.Reply{Now: now}, Incarnation: inc + 1}
@@ -133,7 +140,7 @@ func (s *Store) Heartbeat(ctx context.Context, id string, incarnation uint64, kn
 		return engine.HeartbeatReply{}, err
 	}
 	n, err := s.exec(ctx, "UPDATE helix_nodes SET last_heartbeat = UTC_TIMESTAMP(6) "+
-		"WHERE cluster = ? AND id = ? AND incarnation = ? AND status = 0 AND assign_rev = ?", s.cluster, id, incarnation, known)
+		"WHERE cluster = ? AND id = ? AND incarnation = ? AND status = 0 AND assign_rev = ? AND replace_process = ''", s.cluster, id, incarnation, known)
 	if err != nil {
 		return engine.HeartbeatReply{}, s.wrap("heartbeat", err)
 	}
@@ -141,12 +148,12 @@ func (s *Store) Heartbeat(ctx context.Context, id string, incarnation uint64, kn
 		return engine.HeartbeatReply{Reply: engine.Reply{Now: s.estimatedNow()}, AssignRevision: known}, nil
 	}
 	n, err = s.exec(ctx, "UPDATE helix_nodes SET last_heartbeat = UTC_TIMESTAMP(6) "+
-		"WHERE cluster = ? AND id = ? AND incarnation = ? AND status = 0", s.cluster, id, incarnation)
+		"WHERE cluster = ? AND id = ? AND incarnation = ? AND status = 0 AND replace_process = ''", s.cluster, id, incarnation)
 	if err != nil {
 		return engine.HeartbeatReply{}, s.wrap("heartbeat", err)
 	}
 	if n == 0 {
-		return engine.HeartbeatReply{}, s.wrap("heartbeat", fmt.Errorf("heartbeat %s/%d: unknown, replaced, deregistered or declared dead: %w", id, incarnation, engine.ErrNodeDead))
+		return engine.HeartbeatReply{}, s.wrap("heartbeat", fmt.Errorf("heartbeat %s/%d: unknown, replaced, being replaced, deregistered or declared dead: %w", id, incarnation, engine.ErrNodeDead))
 	}
 	st, err := s.readUnion(ctx, unionParts{nodeID: id, incarnation: incarnation})
 	if err != nil {

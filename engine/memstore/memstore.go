@@ -256,6 +256,11 @@ func (s *Store) RegisterNode(ctx context.Context, spec engine.NodeSpec) (engine.
 	n := s.nodes[spec.ID]
 	if n != nil {
 		if held := engine.RegistrationHeld(spec, n.info, now); held != nil {
+			if held.Pending && n.info.ReplaceBy != held.By {
+				// A takeover starts: from now on the holder's heartbeats are refused.
+				n.info.ReplaceBy = held.By
+				s.writes["register"]++
+			}
 			return engine.RegisterReply{}, held
 		}
 	}
@@ -300,6 +305,9 @@ func (s *Store) Heartbeat(ctx context.Context, id string, incarnation uint64, kn
 	}
 	if n.info.Status == engine.NodeDead && !s.flaws.Has(flaw.StoreAcceptOldIncarnation) {
 		return engine.HeartbeatReply{}, errf(engine.ErrNodeDead, "heartbeat %s/%d: declared dead", id, incarnation)
+	}
+	if n.info.ReplaceBy.Process != "" {
+		return engine.HeartbeatReply{}, errf(engine.ErrNodeDead, "heartbeat %s/%d: being replaced by process %s", id, incarnation, n.info.ReplaceBy.Process)
 	}
 	n.info.Status = engine.NodeAlive // a no-op except under StoreAcceptOldIncarnation
 	n.info.LastHeartbeat = now
