@@ -34,7 +34,6 @@ type dnode struct {
 	n       *engine.Node
 	crashed bool
 	stopped bool
-	stopErr error // Stopped.Err
 	cut     bool // cut off from the store: its requests and their replies are lost
 	// slowReplies, if set, is the latency of every reply to this node.
 	slowReplies time.Duration
@@ -43,6 +42,8 @@ type dnode struct {
 	events      []timedEvent
 	// running: what the node's effects say it processes now.
 	running map[engine.PartitionID]uint64
+
+	stopErr error // Stopped.Err
 }
 
 type timedEvent struct {
