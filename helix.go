@@ -45,6 +45,7 @@ type options struct {
 	seedSet         bool
 	stopTimeout     time.Duration
 	shutdownTimeout time.Duration
+	replace         bool // WithReplace
 }
 
 // WithClock sets the clock every timer and deadline is taken from (default clock.New()).

@@ -68,6 +68,7 @@ type Node struct {
 	// Owned only by the loop goroutine.
 	wakeTimer *clock.Timer
 	stopped   bool
+	stopErr   error // engine.Stopped.Err: why the node stopped on its own
 }
 
 type runningPart struct {
@@ -96,6 +97,11 @@ func NewNode(cfg Config, store engine.Store, h Handler, opts ...Option) (*Node, 
 		opt(&o)
 	}
 	o.fill(cfg, time.Now())
+	cfg.Replace = cfg.Replace || o.replace
+	cfg, err := withProcess(cfg)
+	if err != nil {
+		return nil, err
+	}
 	m, err := engine.NewNode(cfg, o.seed)
 	if err != nil {
 		return nil, err
@@ -171,6 +177,10 @@ loop:
 			err = fmt.Errorf("helix: node %s: graceful shutdown did not finish within %v", n.cfg.NodeID, n.o.shutdownTimeout)
 			break loop
 		}
+	}
+	if err == nil && n.stopErr != nil {
+		// Another process holds the node id (it was refused at start, or replaced).
+		err = fmt.Errorf("helix: %w", n.stopErr)
 	}
 	if boundTimer != nil {
 		boundTimer.Stop()
@@ -319,6 +329,7 @@ func (n *Node) do(e engine.Effect) {
 		n.armWake(e.At)
 	case engine.Stopped:
 		n.stopped = true
+		n.stopErr = e.Err
 	case engine.Event:
 		n.event(e)
 	default:
@@ -569,6 +580,6 @@ func (n *Node) event(e engine.Event) {
 	if e.Detail != "" {
 		attrs = append(attrs, "detail", e.Detail)
 	}
-	n.log.Info("event", attrs...)
+	n.log.Log(context.Background(), eventLevel(e.Kind), "event", attrs...)
 	n.o.observer.Event(n.cfg.NodeID, e)
 }
