@@ -32,10 +32,11 @@ type CoordinatorStatus struct {
 	Held      bool          `json:"held"`
 	Owner     string        `json:"owner,omitempty"` // the holder's node id
 	Epoch     uint64        `json:"epoch"`
-	// Process is the holder's lease owner token (node id#nonce): one process of the node.
-	Process string `json:"process,omitempty"`
 	ExpiresAt time.Time     `json:"expires_at,omitzero"`
 	ExpiresIn time.Duration `json:"expires_in_ns"`
+
+	// Process is the holder's lease owner token (node id#nonce): one process of the node.
+	Process string `json:"process,omitempty"`
 }
 
 // NodeSummary is one registered node.
