@@ -138,6 +138,10 @@ func (n *Node) Config() Config { return n.cfg }
 // shutdown timeout (either way, every handler has been stopped — its context cancelled
 // and its return awaited, bounded by the stop timeout — before Run returns). Run may be
 // called once.
+//
+// Run also returns, with an error wrapping engine.ErrNodeInUse (an *engine.NodeInUseError
+// naming the holder's host, pid and expiry), when another live process holds the node id
+// (see WithReplace), or when this process was replaced by one started with WithReplace.
 func (n *Node) Run(ctx context.Context) error {
 	if !n.started.CompareAndSwap(false, true) {
 		return errors.New("helix: Run called twice")
