@@ -72,11 +72,13 @@ func TestDuplicateID(t *testing.T) {
 	//    dead_after (+ start-up slack), naming the id, the holder's host and pid and the
 	//    expiry, never leading; the first processes keep everything.
 	for _, id := range []string{coord, worker} {
+		startAt := time.Now()
 		dup, err := c.Start(id, "")
 		if err != nil {
 			t.Fatal(err)
 		}
 		err = dup.Wait(p.DeadAfter + 10*time.Second)
+		t.Logf("duplicate of %s: exited after %v (%v)", id, time.Since(startAt).Round(time.Millisecond), err)
 		var exit *exec.ExitError
 		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
 			t.Fatalf("duplicate of %s: %v, want exit status 1", id, err)
@@ -124,6 +126,7 @@ func TestDuplicateID(t *testing.T) {
 	// 3. --replace takes the worker's id over: the old process exits 1 saying it was
 	//    replaced (by this host and the new pid), the new one registers the next
 	//    incarnation and takes the worker's share; nothing is processed twice.
+	replAt := time.Now()
 	repl, err := c.Start(worker, "", "--replace")
 	if err != nil {
 		t.Fatal(err)
@@ -133,6 +136,7 @@ func TestDuplicateID(t *testing.T) {
 	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
 		t.Fatalf("replaced %s: %v, want exit status 1", worker, err)
 	}
+	t.Logf("--replace of %s: the old process exited after %v", worker, time.Since(replAt).Round(time.Millisecond))
 	out, _ := os.ReadFile(procs[worker].LogPath)
 	if s := string(out); !strings.Contains(s, "replaced by another process") || !strings.Contains(s, fmt.Sprintf("pid %d", repl.cmd.Process.Pid)) {
 		t.Errorf("the replaced process does not say it was replaced, by pid %d:\n%s", repl.cmd.Process.Pid, s)
