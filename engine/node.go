@@ -23,7 +23,12 @@ import (
 //     SafetyMargin; when that passes it stops everything (self-fence) and keeps
 //     heartbeating. It starts what is Assigned to its incarnation, stops and
 //     acknowledges what is Releasing, stops what is gone. ErrNodeDead: stop everything,
-//     register again.
+//     register again. Registration is exclusive (one process per id): refused with
+//     ErrNodeInUse before ever registering, it waits for the holder's registration to
+//     expire once, then stops if the holder still heartbeats; refused after having been
+//     registered (replaced), it stops. Stopped.Err says why.
+//   - Identity: the lease owner and the registration's Process are this process's
+//     token, LeaseOwner(NodeID, Config.Nonce), never the bare id.
 //   - Coordinator candidate (unless Config.NoCandidate): a standby polls the lease every
 //     RetryPeriod ± RetryJitter (seeded); a holder renews every RenewInterval and counts
 //     its lease from each request's send time; it steps down when that runs out, or at
