@@ -45,6 +45,7 @@ type options struct {
 	seedSet         bool
 	stopTimeout     time.Duration
 	shutdownTimeout time.Duration
+	replace         bool // WithReplace
 
 	storeErrorLogInterval time.Duration
 }

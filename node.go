@@ -68,6 +68,7 @@ type Node struct {
 	// Owned only by the loop goroutine.
 	wakeTimer *clock.Timer
 	stopped   bool
+	stopErr   error // engine.Stopped.Err: why the node stopped on its own
 
 	// Health (see health.go): when the loop last finished a step, the last store
 	// failure, and the rate limiter of store-error log lines.
@@ -100,6 +101,11 @@ func NewNode(cfg Config, store engine.Store, h Handler, opts ...Option) (*Node, 
 		opt(&o)
 	}
 	o.fill(cfg, time.Now())
+	cfg.Replace = cfg.Replace || o.replace
+	cfg, err := withProcess(cfg)
+	if err != nil {
+		return nil, err
+	}
 	m, err := engine.NewNode(cfg, o.seed)
 	if err != nil {
 		return nil, err
@@ -137,6 +143,10 @@ func (n *Node) Config() Config { return n.cfg }
 // shutdown timeout (either way, every handler has been stopped — its context cancelled
 // and its return awaited, bounded by the stop timeout — before Run returns). Run may be
 // called once.
+//
+// Run also returns, with an error wrapping engine.ErrNodeInUse (an *engine.NodeInUseError
+// naming the holder's host, pid and expiry), when another live process holds the node id
+// (see WithReplace), or when this process was replaced by one started with WithReplace.
 func (n *Node) Run(ctx context.Context) error {
 	if !n.started.CompareAndSwap(false, true) {
 		return errors.New("helix: Run called twice")
@@ -176,6 +186,10 @@ loop:
 			err = fmt.Errorf("helix: node %s: graceful shutdown did not finish within %v", n.cfg.NodeID, n.o.shutdownTimeout)
 			break loop
 		}
+	}
+	if err == nil && n.stopErr != nil {
+		// Another process holds the node id (it was refused at start, or replaced).
+		err = fmt.Errorf("helix: %w", n.stopErr)
 	}
 	if boundTimer != nil {
 		boundTimer.Stop()
@@ -329,6 +343,7 @@ func (n *Node) do(e engine.Effect) {
 		n.armWake(e.At)
 	case engine.Stopped:
 		n.stopped = true
+		n.stopErr = e.Err
 	case engine.Event:
 		n.event(e)
 	default:
@@ -578,11 +593,6 @@ func (n *Node) event(e engine.Event) {
 	if e.Detail != "" {
 		attrs = append(attrs, "detail", e.Detail)
 	}
-	level := slog.LevelInfo
-	if e.Kind == "self_fenced" || e.Kind == "node_dead" || e.Kind == "register_failed" {
-		// The node stopped (or cannot start) working: an operator must see it.
-		level = slog.LevelWarn
-	}
-	n.log.Log(context.Background(), level, "event", attrs...)
+	n.log.Log(context.Background(), eventLevel(e.Kind), "event", attrs...)
 	n.o.observer.Event(n.cfg.NodeID, e)
 }

@@ -30,10 +30,13 @@ type ClusterStatus struct {
 type CoordinatorStatus struct {
 	Key       string        `json:"key"`
 	Held      bool          `json:"held"`
-	Owner     string        `json:"owner,omitempty"`
+	Owner     string        `json:"owner,omitempty"` // the holder's node id
 	Epoch     uint64        `json:"epoch"`
 	ExpiresAt time.Time     `json:"expires_at,omitzero"`
 	ExpiresIn time.Duration `json:"expires_in_ns"`
+
+	// Process is the holder's lease owner token (node id#nonce): one process of the node.
+	Process string `json:"process,omitempty"`
 }
 
 // NodeSummary is one registered node.
@@ -47,6 +50,9 @@ type NodeSummary struct {
 	// list ("domain/name").
 	Partitions map[string]int `json:"partitions"`
 	Total      int            `json:"total"`
+	// Host and PID: where the process that registered this incarnation runs.
+	Host string `json:"host,omitempty"`
+	PID  int    `json:"pid,omitempty"`
 }
 
 // TaskListSummary is one configured task list and how its partitions stand.
@@ -85,7 +91,8 @@ func ReadClusterStatus(ctx context.Context, s engine.Store, leaseKey string) (Cl
 		cs.Coordinator.Epoch = l.Epoch
 		if l.HeldAt(lr.Now) {
 			cs.Coordinator.Held = true
-			cs.Coordinator.Owner = l.Owner
+			cs.Coordinator.Owner = engine.OwnerNodeID(l.Owner)
+			cs.Coordinator.Process = l.Owner
 			cs.Coordinator.ExpiresAt = l.ExpiresAt
 			cs.Coordinator.ExpiresIn = l.ExpiresAt.Sub(lr.Now)
 		}
@@ -116,7 +123,7 @@ func summarize(cs ClusterStatus, st engine.StateReply) ClusterStatus {
 		}
 		nodeIndex[n.ID] = len(cs.Nodes)
 		cs.Nodes = append(cs.Nodes, NodeSummary{ID: n.ID, Incarnation: n.Incarnation, State: state,
-			Capacity: n.Capacity, HeartbeatAge: n.HeartbeatAge, Partitions: map[string]int{}})
+			Capacity: n.Capacity, HeartbeatAge: n.HeartbeatAge, Partitions: map[string]int{}, Host: n.Host, PID: n.PID})
 	}
 	for _, a := range st.Assignments {
 		k := key{a.Partition.Domain, a.Partition.TaskList}

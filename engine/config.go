@@ -61,6 +61,22 @@ type Config struct {
 	// 0 = unlimited. Default 0.
 	MaxInFlightPerWorker int
 
+	// Nonce tells this process apart from any other started with the same NodeID: the
+	// lease owner is LeaseOwner(NodeID, Nonce), so two such processes never share an epoch,
+	// and the registration records it, so a second one is refused while the first is
+	// alive. Drivers draw it per process (the SDK from crypto/rand, the simulator from its
+	// seeded PRNG); empty derives it from the node's seed. 0–32 ASCII letters and digits.
+	Nonce string
+	// Host and PID describe the process to operators (recorded at registration, shown by
+	// a refused duplicate and in status). Optional.
+	Host string
+	PID  int
+	// Replace makes the node's first registration take the id over even while another
+	// live process holds it (helix node --replace); that process is told it was replaced
+	// and stops. Without it a live holder makes the node stop with ErrNodeInUse. Later
+	// re-registrations (after being declared dead) never replace.
+	Replace bool
+
 	// flaws are deliberate bugs for the simulator's teeth tests (see internal/flaw);
 	// only tests can set them, through flaw.SetNodeFlaws.
 	flaws flaw.Set
@@ -155,6 +171,17 @@ func (c Config) Validate() error {
 	}
 	if err := ValidateNodeSpec(NodeSpec{ID: c.NodeID, Capacity: c.Capacity, Labels: c.Labels}); err != nil {
 		return err
+	}
+	if err := ValidateNonce("config.Nonce", c.Nonce); err != nil {
+		return err
+	}
+	if c.Host != "" {
+		if err := validateText("config.Host", c.Host, MaxHostBytes); err != nil {
+			return err
+		}
+	}
+	if c.PID < 0 {
+		return Invalid("config.PID", fmt.Sprint(c.PID), "must be ≥ 0")
 	}
 	if c.NoWork && c.NoCandidate {
 		return Invalid("config.NoWork", "", "a node must be a worker or a coordinator candidate (NoWork and NoCandidate are both set)")

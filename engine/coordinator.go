@@ -85,13 +85,13 @@ func (n *Node) coordinatorTimers() {
 	if !c.coord {
 		if !c.acquireInFlight && !n.now.Before(c.pollNext) {
 			c.acquireInFlight = true
-			n.send(&pendingReq{kind: rkAcquire}, OpAcquireLease{Key: n.cfg.LeaseKey, Owner: n.cfg.NodeID, TTL: n.cfg.LeaseTTL})
+			n.send(&pendingReq{kind: rkAcquire}, OpAcquireLease{Key: n.cfg.LeaseKey, Owner: n.owner, TTL: n.cfg.LeaseTTL})
 		}
 		return
 	}
 	if !c.renewInFlight && !n.now.Before(c.renewNext) {
 		c.renewInFlight = true
-		n.send(&pendingReq{kind: rkRenew}, OpRenewLease{Key: n.cfg.LeaseKey, Owner: n.cfg.NodeID, Epoch: c.epoch, TTL: n.cfg.LeaseTTL})
+		n.send(&pendingReq{kind: rkRenew}, OpRenewLease{Key: n.cfg.LeaseKey, Owner: n.owner, Epoch: c.epoch, TTL: n.cfg.LeaseTTL})
 	}
 	if !c.readInFlight && !c.applyInFlight && !n.now.Before(c.tickNext) {
 		c.readInFlight = true
@@ -137,8 +137,8 @@ func (n *Node) onAcquire(p *pendingReq, v any, err error) {
 	c.acquireInFlight = false
 	if n.phase >= phaseFinishing {
 		// Shutting down: a grant that arrives now is given back at once.
-		if r, ok := replyAs[LeaseReply](v); ok && err == nil && r.Lease.Owner == n.cfg.NodeID && r.Lease.Status == LeaseActive {
-			n.send(&pendingReq{kind: rkRelease}, OpReleaseLease{Key: n.cfg.LeaseKey, Owner: n.cfg.NodeID, Epoch: r.Lease.Epoch})
+		if r, ok := replyAs[LeaseReply](v); ok && err == nil && r.Lease.Owner == n.owner && r.Lease.Status == LeaseActive {
+			n.send(&pendingReq{kind: rkRelease}, OpReleaseLease{Key: n.cfg.LeaseKey, Owner: n.owner, Epoch: r.Lease.Epoch})
 			return
 		}
 		n.finishing--
@@ -158,7 +158,7 @@ func (n *Node) onAcquire(p *pendingReq, v any, err error) {
 		c.pollNext = n.now.Add(delay)
 		return
 	}
-	if r.Lease.Owner != n.cfg.NodeID || r.Lease.Status != LeaseActive {
+	if r.Lease.Owner != n.owner || r.Lease.Status != LeaseActive {
 		c.pollNext = n.now.Add(delay)
 		return
 	}
@@ -194,7 +194,7 @@ func (n *Node) onRenew(p *pendingReq, v any, err error) {
 		c.renewNext = n.now.Add(n.cfg.RenewInterval / 4)
 		return
 	}
-	if r.Lease.Owner != n.cfg.NodeID || r.Lease.Epoch != c.epoch {
+	if r.Lease.Owner != n.owner || r.Lease.Epoch != c.epoch {
 		n.stepDown("lease_lost")
 		return
 	}

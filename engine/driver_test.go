@@ -42,6 +42,8 @@ type dnode struct {
 	events      []timedEvent
 	// running: what the node's effects say it processes now.
 	running map[engine.PartitionID]uint64
+
+	stopErr error // Stopped.Err
 }
 
 type timedEvent struct {
@@ -183,6 +185,7 @@ func (d *driver) step(i int, in engine.Input) {
 			d.trace = append(d.trace, fmt.Sprintf("%v %s stop %s g%d %v", d.now.Sub(t0), dn.id, e.Partition, e.Generation, e.Reason))
 		case engine.Stopped:
 			dn.stopped = true
+			dn.stopErr = e.Err
 			dn.hasWake = false
 		case engine.Event:
 			dn.events = append(dn.events, timedEvent{d.now, e})

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -22,6 +23,10 @@ var (
 	// ErrNodeDead: the node incarnation was declared dead, deregistered or replaced by a
 	// newer one. It must stop all its partitions and register again.
 	ErrNodeDead = errors.New("node incarnation is dead")
+	// ErrNodeInUse: an exclusive registration found the id held by another live process.
+	// The error is a *NodeInUseError naming that process and when its registration
+	// expires. Nothing was written.
+	ErrNodeInUse = errors.New("node id in use by another process")
 	// ErrNotFound: the named row does not exist.
 	ErrNotFound = errors.New("not found")
 	// ErrConflict: a precondition of a conditional write no longer holds (a row changed
@@ -51,6 +56,89 @@ func (e *LeaseHeldError) Error() string {
 
 func (e *LeaseHeldError) Unwrap() error { return ErrLeaseHeld }
 
+// NodeInUseError is returned (wrapping ErrNodeInUse) when a process registers a node id
+// whose current incarnation belongs to another process that is still alive (its
+// heartbeat is not older than the caller's DeadAfter, by store time).
+type NodeInUseError struct {
+	ID          string
+	Incarnation uint64 // the holder's
+	// Holder is the process that holds the id (Process may be empty for an old holder).
+	Holder NodeProcess
+	// By, when set, is the process taking the id over (Replace) that stands in the way:
+	// the caller was replaced, or a takeover is already pending.
+	By NodeProcess
+	// Pending: this caller's Replace was recorded; it gets the id once the holder's
+	// registration expires (at ExpiresAt): retry then.
+	Pending bool
+	// LastHeartbeat and Now are store time; ExpiresAt = LastHeartbeat + the caller's
+	// DeadAfter: if the holder heartbeats no more, the id is free from then on.
+	LastHeartbeat time.Time
+	ExpiresAt     time.Time
+	Now           time.Time
+}
+
+func (p NodeProcess) describe() string {
+	where := "an unknown host"
+	if p.Host != "" {
+		where = "host " + p.Host
+	}
+	if p.PID > 0 {
+		where += fmt.Sprintf(", pid %d", p.PID)
+	}
+	return where
+}
+
+func (e *NodeInUseError) Error() string {
+	left := max(e.ExpiresAt.Sub(e.Now), 0).Round(time.Millisecond)
+	at := e.ExpiresAt.UTC().Format(time.RFC3339Nano)
+	switch {
+	case e.Pending:
+		return fmt.Sprintf("node id %q: taking it over (replace) from the process on %s (incarnation %d); its heartbeats are refused from now on, "+
+			"and the id is ours once its registration expires in %v (at %s store time)", e.ID, e.Holder.describe(), e.Incarnation, left, at)
+	case e.By.Process != "":
+		return fmt.Sprintf("node id %q is being taken over (replace) by the process on %s; the registration of incarnation %d expires in %v (at %s store time)",
+			e.ID, e.By.describe(), e.Incarnation, left, at)
+	}
+	return fmt.Sprintf("node id %q is held by another live process (%s, incarnation %d, last heartbeat %v ago); "+
+		"its registration expires in %v (at %s store time) unless that process heartbeats again: "+
+		"stop it, wait, or take the id over with --replace (helix.WithReplace)",
+		e.ID, e.Holder.describe(), e.Incarnation, e.Now.Sub(e.LastHeartbeat).Round(time.Millisecond), left, at)
+}
+
+func (e *NodeInUseError) Unwrap() error { return ErrNodeInUse }
+
+// RegistrationHeld is the exclusive-registration rule of Store.RegisterNode, shared by
+// every backend: given the id's current row (cur) at store time now, it returns nil if
+// spec may register now, or the *NodeInUseError that refuses it. When the refusal is
+// Pending the backend records spec's process as cur's ReplaceBy in the same transaction
+// (from then on it refuses the holder's heartbeats).
+func RegistrationHeld(spec NodeSpec, cur NodeInfo, now time.Time) *NodeInUseError {
+	if spec.DeadAfter <= 0 || cur.Status != NodeAlive || cur.Incarnation == 0 {
+		return nil
+	}
+	if now.Sub(cur.LastHeartbeat) > spec.DeadAfter {
+		return nil // older than dead_after: the holder's own timer has stopped it
+	}
+	me := NodeProcess{Process: spec.Process, Host: spec.Host, PID: spec.PID}
+	refuse := &NodeInUseError{ID: cur.ID, Incarnation: cur.Incarnation, Holder: NodeProcess{Process: cur.Process, Host: cur.Host, PID: cur.PID},
+		LastHeartbeat: cur.LastHeartbeat, ExpiresAt: cur.LastHeartbeat.Add(spec.DeadAfter), Now: now}
+	switch by := cur.ReplaceBy; {
+	case by.Process != "" && by.Process != spec.Process:
+		// Someone is taking the id over: the holder (replaced) and anyone else wait.
+		refuse.By = by
+		return refuse
+	case by.Process != "":
+		refuse.Pending = true // our own takeover, still waiting for the expiry
+		return refuse
+	case spec.Process != "" && cur.Process == spec.Process:
+		return nil // this process's own retry (its earlier reply was lost)
+	case spec.Replace:
+		refuse.Pending, refuse.By = true, me
+		return refuse
+	}
+	return refuse
+}
+
 // ValidationError is bad input: Field names what was wrong, Rule the rule it broke.
 // It wraps ErrInvalid.
 type ValidationError struct {
@@ -79,11 +167,63 @@ const (
 	MaxPartitions = 65536
 )
 
+// Process tokens. A lease is owned by one process, not by a node id: two processes
+// started with the same id (two hosts with one hostname, a restarted pod whose old copy
+// still runs) must never share an epoch, so the owner is the id plus a nonce drawn per
+// process. The id stays readable in front of the separator.
+const (
+	// OwnerSeparator separates the node id from the process nonce in a lease owner.
+	OwnerSeparator = "#"
+	// MaxNonceBytes bounds a process nonce (Config.Nonce).
+	MaxNonceBytes = 32
+	// MaxOwnerBytes bounds a lease owner: a node id, the separator and a nonce.
+	MaxOwnerBytes = MaxNameBytes + len(OwnerSeparator) + MaxNonceBytes
+	// MaxHostBytes bounds the host name a node records at registration.
+	MaxHostBytes = 255
+)
+
+// LeaseOwner is the lease owner (and registration Process) token of one process of node
+// id: "id#nonce", or the bare id when nonce is empty.
+func LeaseOwner(id, nonce string) string {
+	if nonce == "" {
+		return id
+	}
+	return id + OwnerSeparator + nonce
+}
+
+// OwnerNodeID is the node id part of a lease owner token (the whole string for an owner
+// without a nonce), for status pages and logs.
+func OwnerNodeID(owner string) string {
+	if i := strings.LastIndex(owner, OwnerSeparator); i > 0 {
+		return owner[:i]
+	}
+	return owner
+}
+
+// ValidateOwner checks a lease owner: like a name, but up to MaxOwnerBytes.
+func ValidateOwner(field, s string) error { return validateText(field, s, MaxOwnerBytes) }
+
+// ValidateNonce checks a process nonce: empty (derived from the node's seed) or 1–32
+// ASCII letters and digits.
+func ValidateNonce(field, s string) error {
+	if len(s) > MaxNonceBytes {
+		return Invalid(field, fmt.Sprintf("%.40q", s), fmt.Sprintf("must be at most %d bytes", MaxNonceBytes))
+	}
+	for _, r := range s {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return Invalid(field, fmt.Sprintf("%q", s), "must be ASCII letters and digits")
+		}
+	}
+	return nil
+}
+
 // ValidateName checks a domain, task list, node id or lease key: 1–128 bytes, no
 // control characters, valid UTF-8.
-func ValidateName(field, s string) error {
-	if len(s) == 0 || len(s) > MaxNameBytes {
-		return Invalid(field, fmt.Sprintf("%.40q", s), fmt.Sprintf("must be 1–%d bytes, is %d", MaxNameBytes, len(s)))
+func ValidateName(field, s string) error { return validateText(field, s, MaxNameBytes) }
+
+func validateText(field, s string, maxBytes int) error {
+	if len(s) == 0 || len(s) > maxBytes {
+		return Invalid(field, fmt.Sprintf("%.40q", s), fmt.Sprintf("must be 1–%d bytes, is %d", maxBytes, len(s)))
 	}
 	if !utf8.ValidString(s) {
 		return Invalid(field, fmt.Sprintf("%.40q", s), "must be valid UTF-8")
@@ -128,6 +268,30 @@ func ValidateNodeSpec(n NodeSpec) error {
 		if i > 0 && n.Labels[i-1].Key >= l.Key {
 			return Invalid("node.labels", l.Key, "keys must be unique and sorted")
 		}
+	}
+	return validateProcess(n)
+}
+
+// validateProcess checks the process fields of a registration; all are optional.
+func validateProcess(n NodeSpec) error {
+	if n.Process != "" {
+		if err := ValidateOwner("node.process", n.Process); err != nil {
+			return err
+		}
+	}
+	if len(n.Host) > MaxHostBytes {
+		return Invalid("node.host", fmt.Sprintf("%.40q", n.Host), fmt.Sprintf("must be at most %d bytes", MaxHostBytes))
+	}
+	if n.Host != "" {
+		if err := validateText("node.host", n.Host, MaxHostBytes); err != nil {
+			return err
+		}
+	}
+	if n.PID < 0 {
+		return Invalid("node.pid", fmt.Sprint(n.PID), "must be ≥ 0")
+	}
+	if n.DeadAfter < 0 {
+		return Invalid("node.dead_after", n.DeadAfter.String(), "must be ≥ 0 (0: registration is not exclusive)")
 	}
 	return nil
 }

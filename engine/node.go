@@ -23,7 +23,12 @@ import (
 //     SafetyMargin; when that passes it stops everything (self-fence) and keeps
 //     heartbeating. It starts what is Assigned to its incarnation, stops and
 //     acknowledges what is Releasing, stops what is gone. ErrNodeDead: stop everything,
-//     register again.
+//     register again. Registration is exclusive (one process per id): refused with
+//     ErrNodeInUse before ever registering, it waits for the holder's registration to
+//     expire once, then stops if the holder still heartbeats; refused after having been
+//     registered (replaced), it stops. Stopped.Err says why.
+//   - Identity: the lease owner and the registration's Process are this process's
+//     token, LeaseOwner(NodeID, Config.Nonce), never the bare id.
 //   - Coordinator candidate (unless Config.NoCandidate): a standby polls the lease every
 //     RetryPeriod ± RetryJitter (seeded); a holder renews every RenewInterval and counts
 //     its lease from each request's send time; it steps down when that runs out, or at
@@ -42,6 +47,13 @@ import (
 type Node struct {
 	cfg Config
 	rng *rand.Rand
+	// owner is this process's token, LeaseOwner(NodeID, nonce): the lease owner and the
+	// registration's Process. Never the bare id, so that a second process with the same
+	// id cannot renew this one's lease or share its epoch.
+	owner string
+	// stopErr is why the node stopped on its own (its id is held by another process);
+	// carried by the Stopped effect.
+	stopErr error
 
 	now     time.Time
 	out     []Effect
@@ -128,13 +140,31 @@ func NewNode(cfg Config, seed uint64) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	nonce := cfg.Nonce
+	if nonce == "" {
+		// Deterministic for a given seed, and drawn without touching rng, so that a
+		// driver that passes no nonce sees the same jitter as before.
+		nonce = fmt.Sprintf("%016x", mix64(seed))
+	}
 	return &Node{
 		cfg:     cfg,
+		owner:   LeaseOwner(cfg.NodeID, nonce),
 		rng:     rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		pending: map[uint64]*pendingReq{},
 		w:       worker{owned: map[PartitionID]uint64{}, acks: map[PartitionID]*pendingAck{}},
 	}, nil
 }
+
+// mix64 is splitmix64's finalizer: a seed's bits spread over the whole word.
+func mix64(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
+	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
+	return x ^ (x >> 31)
+}
+
+// Owner is this process's lease owner token, LeaseOwner(NodeID, nonce).
+func (n *Node) Owner() string { return n.owner }
 
 // Step advances the node: it consumes one input at node time now and returns the
 // effects to carry out, in order. The first Step (whatever its input) starts the node.
@@ -359,7 +389,7 @@ func (n *Node) finish() {
 		// take the lease at once.
 		n.stepDown("shutdown")
 		n.finishing++
-		n.send(&pendingReq{kind: rkRelease}, OpReleaseLease{Key: n.cfg.LeaseKey, Owner: n.cfg.NodeID, Epoch: epoch})
+		n.send(&pendingReq{kind: rkRelease}, OpReleaseLease{Key: n.cfg.LeaseKey, Owner: n.owner, Epoch: epoch})
 	}
 	if n.c.acquireInFlight {
 		// Wait for it: if it was granted, the lease must be released, not left to expire.
@@ -396,7 +426,7 @@ func (n *Node) maybeStopped() {
 		n.stopped = true
 		n.pending = map[uint64]*pendingReq{}
 		n.event("stopped", "")
-		n.emit(Stopped{})
+		n.emit(Stopped{Err: n.stopErr})
 	}
 }
 

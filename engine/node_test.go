@@ -26,10 +26,16 @@ type script struct {
 	effs   []engine.Effect // of the last step
 }
 
+// meOwner is the lease owner token of the scripts' node: id "me", nonce "p1".
+const meOwner = "me#p1"
+
 func newScript(t *testing.T, cfg engine.Config, seed uint64, flaws flaw.Set) *script {
 	t.Helper()
 	if cfg.NodeID == "" {
 		cfg.NodeID = "me"
+	}
+	if cfg.Nonce == "" {
+		cfg.Nonce = "p1" // the scripts' process: lease owner meOwner
 	}
 	if flaws != 0 {
 		cfg = flaw.SetNodeFlaws(cfg, flaws).(engine.Config)
@@ -543,10 +549,10 @@ func candidate(t *testing.T, flaws flaw.Set) *script {
 	s := newScript(t, engine.Config{NoWork: true}, 1, flaws)
 	s.tick(0)
 	id, op := req[engine.OpAcquireLease](s)
-	if op.Key != "coordinator" || op.Owner != "me" || op.TTL != 6*time.Second {
+	if op.Key != "coordinator" || op.Owner != meOwner || op.TTL != 6*time.Second {
 		t.Fatalf("acquire %+v", op)
 	}
-	s.reply(50*ms, id, engine.LeaseReply{Reply: store(20 * ms), Lease: engine.Lease{Key: "coordinator", Owner: "me", Epoch: 4, Status: engine.LeaseActive, ExpiresAt: t0.Add(6020 * ms)}}, nil)
+	s.reply(50*ms, id, engine.LeaseReply{Reply: store(20 * ms), Lease: engine.Lease{Key: "coordinator", Owner: meOwner, Epoch: 4, Status: engine.LeaseActive, ExpiresAt: t0.Add(6020 * ms)}}, nil)
 	if !hasEvent(s.effs, "became_coordinator") {
 		t.Fatalf("not coordinator: %s", describe(s.effs))
 	}
@@ -573,10 +579,10 @@ func TestNodeLeaseAcquireRenewStepDown(t *testing.T) {
 	noReq[engine.OpRenewLease](s)
 	s.tick(2 * time.Second)
 	id, rn := req[engine.OpRenewLease](s)
-	if rn.Epoch != 4 || rn.Owner != "me" || rn.TTL != 6*time.Second {
+	if rn.Epoch != 4 || rn.Owner != meOwner || rn.TTL != 6*time.Second {
 		t.Errorf("renew %+v", rn)
 	}
-	s.reply(2500*ms, id, engine.LeaseReply{Reply: store(2100 * ms), Lease: engine.Lease{Key: "coordinator", Owner: "me", Epoch: 4, Status: engine.LeaseActive}}, nil)
+	s.reply(2500*ms, id, engine.LeaseReply{Reply: store(2100 * ms), Lease: engine.Lease{Key: "coordinator", Owner: meOwner, Epoch: 4, Status: engine.LeaseActive}}, nil)
 	if got := s.n.State().LeaseUntil.Sub(t0); got != 7840*ms {
 		t.Errorf("after renewal LeaseUntil %v, want 2s + 5.84s", got)
 	}
@@ -685,7 +691,7 @@ func TestNodeCoordinatorPlansAndApplies(t *testing.T) {
 					s.reply(off+5*ms, r.ID, stateReply(off, 8, nodes), nil)
 					noReq[engine.OpApply](s)
 				case engine.OpRenewLease:
-					s.reply(off+5*ms, r.ID, engine.LeaseReply{Reply: store(off), Lease: engine.Lease{Owner: "me", Epoch: 4, Status: engine.LeaseActive}}, nil)
+					s.reply(off+5*ms, r.ID, engine.LeaseReply{Reply: store(off), Lease: engine.Lease{Owner: meOwner, Epoch: 4, Status: engine.LeaseActive}}, nil)
 				default:
 					t.Errorf("steady state request %s", op.Name())
 				}
@@ -864,7 +870,7 @@ func TestNodeShutdown(t *testing.T) {
 	regID, _ := req[engine.OpRegisterNode](s)
 	acqID, _ := req[engine.OpAcquireLease](s)
 	s.reply(10*ms, regID, engine.RegisterReply{Reply: store(5 * ms), Incarnation: 3}, nil)
-	s.reply(10*ms, acqID, engine.LeaseReply{Reply: store(5 * ms), Lease: engine.Lease{Owner: "me", Epoch: 1, Status: engine.LeaseActive}}, nil)
+	s.reply(10*ms, acqID, engine.LeaseReply{Reply: store(5 * ms), Lease: engine.Lease{Owner: meOwner, Epoch: 1, Status: engine.LeaseActive}}, nil)
 	if !s.n.State().Coordinator {
 		t.Fatal("not coordinator")
 	}
@@ -891,7 +897,7 @@ func TestNodeShutdown(t *testing.T) {
 				case engine.OpHeartbeat:
 					s.reply(off+5*ms, r.ID, engine.HeartbeatReply{Reply: store(off), AssignRevision: 2}, nil)
 				case engine.OpRenewLease:
-					s.reply(off+5*ms, r.ID, engine.LeaseReply{Reply: store(off), Lease: engine.Lease{Owner: "me", Epoch: 1, Status: engine.LeaseActive}}, nil)
+					s.reply(off+5*ms, r.ID, engine.LeaseReply{Reply: store(off), Lease: engine.Lease{Owner: meOwner, Epoch: 1, Status: engine.LeaseActive}}, nil)
 				case engine.OpReadState:
 					s.reply(off+5*ms, r.ID, stateReply(off, 1, []engine.NodeInfo{alive("me", 3, 0)}), nil)
 				}
@@ -1104,7 +1110,7 @@ func TestNodeStaleRepliesIgnored(t *testing.T) {
 		t.Fatal("still coordinator")
 	}
 	s.reply(2020*ms, applyID, engine.ApplyReply{Reply: store(2015 * ms)}, nil)
-	s.reply(2030*ms, renewID, engine.LeaseReply{Reply: store(2025 * ms), Lease: engine.Lease{Owner: "me", Epoch: 4, Status: engine.LeaseActive}}, nil)
+	s.reply(2030*ms, renewID, engine.LeaseReply{Reply: store(2025 * ms), Lease: engine.Lease{Owner: meOwner, Epoch: 4, Status: engine.LeaseActive}}, nil)
 	if s.n.State().Coordinator || hasEvent(s.effs, "applied") {
 		t.Fatal("a stale reply revived the coordinator role")
 	}

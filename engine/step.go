@@ -85,8 +85,12 @@ func (r StopReason) String() string {
 // WakeAt counts.
 type WakeAt struct{ At time.Time }
 
-// Stopped is emitted once, when a Shutdown has completed; the node then ignores inputs.
-type Stopped struct{}
+// Stopped is emitted once, when a Shutdown has completed or the node stopped on its own;
+// the node then ignores inputs. Err is nil after a Shutdown. It wraps ErrNodeInUse when
+// the node stopped because another process holds its id: at start (its registration was
+// refused) or later (it was replaced, e.g. by helix node --replace, and refuses to take
+// the id back, so that two processes do not evict each other in a loop).
+type Stopped struct{ Err error }
 
 // Event reports something worth logging, counting or tracing. Kind is a stable
 // snake_case name ("became_coordinator", "stepped_down", "registered", …).

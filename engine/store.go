@@ -51,9 +51,20 @@ type Store interface {
 	// older incarnation becomes dead: its heartbeats are refused and its assignments void.
 	// The new incarnation is exactly the previous one + 1 (1 for a new id). Draining is
 	// reset; capacity and labels are replaced by spec's.
+	//
+	// Exclusive registration (spec.DeadAfter > 0): if the id's current incarnation is
+	// alive, its heartbeat is not older than DeadAfter (store time) and its Process differs
+	// from spec.Process, the call fails with a *NodeInUseError (wrapping ErrNodeInUse) and
+	// changes nothing. The same Process may register again (its own retry after a lost
+	// reply). With spec.Replace the refusal is Pending and records spec's process as the
+	// row's ReplaceBy: from then on the holder's heartbeats are refused (ErrNodeDead) and
+	// its own registrations too (naming the replacer), so its registration expires and
+	// its partitions, void only then, are never processed twice; a retry after ExpiresAt
+	// succeeds. engine.RegistrationHeld is the rule. Validation: node.process
+	// (0–MaxOwnerBytes), node.host (0–255 bytes), node.pid (≥ 0), node.dead_after (≥ 0).
 	RegisterNode(ctx context.Context, spec NodeSpec) (RegisterReply, error)
 	// Heartbeat records a heartbeat at store time for the incarnation, or ErrNodeDead if
-	// that incarnation is dead, replaced or deregistered (ErrNotFound: id unknown is also
+	// that incarnation is dead, replaced, being replaced (ReplaceBy set) or deregistered (ErrNotFound: id unknown is also
 	// reported as ErrNodeDead, so that the caller re-registers). If the node's assignment
 	// revision differs from known, the reply carries the node's current assignments and
 	// the partitions on their way to it.
@@ -80,7 +91,8 @@ type Store interface {
 	// UpdateNode changes a node's draining flag, capacity or labels (nil fields are left
 	// as they are). Operator and self-service; not fenced. It applies to the id's row
 	// whatever its status (it neither revives nor counts as a heartbeat); ErrNotFound if
-	// the id is unknown.
+	// the id is unknown. With u.Incarnation set it applies only to that incarnation while
+	// it is current and alive (ErrNodeDead otherwise).
 	UpdateNode(ctx context.Context, id string, u NodeUpdate) (Reply, error)
 	// ListNodes returns every registered node (alive and dead), sorted by id.
 	ListNodes(ctx context.Context) (NodesReply, error)
@@ -183,6 +195,13 @@ type NodeUpdate struct {
 	Draining *bool
 	Capacity *int
 	Labels   *[]Label
+
+	// Incarnation, when not 0, makes the update conditional: it applies only while the
+	// id's current incarnation is this one and alive, else ErrNodeDead and nothing
+	// changes. A node's own updates set it, so that a process that was replaced (or a
+	// second process with the same id) never changes its successor's row; an operator's
+	// leave it 0.
+	Incarnation uint64
 }
 
 // NodesReply lists nodes sorted by id.

@@ -140,6 +140,25 @@ type NodeSpec struct {
 	ID       string
 	Capacity int // weight ≥ 1: a node of capacity 2 gets twice the share of one of capacity 1
 	Labels   []Label
+
+	// Process is the registering process's token (LeaseOwner(id, nonce), the same string it
+	// acquires the lease with): it tells a process's own retry from another process
+	// started with the same id. Host and PID say where that process runs, for the
+	// operator reading an ErrNodeInUse or a status page. All three are recorded on the row.
+	Process string
+	Host    string
+	PID     int
+	// DeadAfter, when > 0, makes the registration exclusive: it is refused with a
+	// *NodeInUseError (wrapping ErrNodeInUse) while the id's current incarnation is alive,
+	// its heartbeat is not older than DeadAfter by store time, and it belongs to another
+	// Process, unless Replace is set. 0 keeps the unconditional replacement (tests, tools).
+	DeadAfter time.Duration
+	// Replace takes the id over from a live process on purpose (helix node --replace).
+	// It is safe, not instant: the holder's heartbeats are refused from then on, so it
+	// stops its partitions by its own liveness timer, and this registration succeeds once
+	// the holder's heartbeat is older than DeadAfter. Until then the call fails with a
+	// *NodeInUseError whose Pending is set (retry at its ExpiresAt).
+	Replace bool
 }
 
 // NodeInfo is a node as the store knows it.
@@ -155,6 +174,22 @@ type NodeInfo struct {
 	// HeartbeatAge is store-now minus LastHeartbeat, computed by the store: liveness is
 	// always judged by store time, never by a client's clock.
 	HeartbeatAge time.Duration
+	// Process, Host and PID are the registering process's (NodeSpec); empty when it did
+	// not say.
+	Process string
+	Host    string
+	PID     int
+	// ReplaceBy is the process waiting to take the id over (a registration with Replace
+	// while this incarnation was alive): its Process, Host and PID; empty when none. While
+	// it is set this incarnation's heartbeats are refused, so its registration expires.
+	ReplaceBy NodeProcess
+}
+
+// NodeProcess names one process that registered, or wants to register, a node id.
+type NodeProcess struct {
+	Process string
+	Host    string
+	PID     int
 }
 
 // LeaseStatus is the status column of a lease row.

@@ -129,17 +129,17 @@ func ValidateNodeUpdate(id string, u NodeUpdate) error {
 
 // ValidateAcquire checks AcquireLease's arguments.
 func ValidateAcquire(key, owner string, ttl time.Duration) error {
-	return firstErr(ValidateName("lease.key", key), ValidateName("lease.owner", owner), ValidateTTL(ttl))
+	return firstErr(ValidateName("lease.key", key), ValidateOwner("lease.owner", owner), ValidateTTL(ttl))
 }
 
 // ValidateRenew checks RenewLease's arguments.
 func ValidateRenew(key, owner string, epoch uint64, ttl time.Duration) error {
-	return firstErr(ValidateName("lease.key", key), ValidateName("lease.owner", owner), ValidateEpoch("lease.epoch", epoch), ValidateTTL(ttl))
+	return firstErr(ValidateName("lease.key", key), ValidateOwner("lease.owner", owner), ValidateEpoch("lease.epoch", epoch), ValidateTTL(ttl))
 }
 
 // ValidateRelease checks ReleaseLease's arguments.
 func ValidateRelease(key, owner string, epoch uint64) error {
-	return firstErr(ValidateName("lease.key", key), ValidateName("lease.owner", owner), ValidateEpoch("lease.epoch", epoch))
+	return firstErr(ValidateName("lease.key", key), ValidateOwner("lease.owner", owner), ValidateEpoch("lease.epoch", epoch))
 }
 
 // ValidateNodeIncarnation checks a node id and incarnation (Heartbeat, DeregisterNode).

@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -18,6 +20,9 @@ type worker struct {
 	inc         uint64
 	registered  bool
 	registering bool
+	// heldSeen: the last heartbeat (store time) of the process that held the id when this
+	// one's first registration was refused; zero if none was.
+	heldSeen time.Time
 
 	hbInFlight bool
 	hbNext     time.Time // next heartbeat (or registration retry)
@@ -55,7 +60,45 @@ type pendingAck struct {
 
 func (n *Node) sendRegister() {
 	n.w.registering = true
-	n.send(&pendingReq{kind: rkRegister}, OpRegisterNode{Spec: NodeSpec{ID: n.cfg.NodeID, Capacity: n.cfg.Capacity, Labels: n.cfg.Labels}})
+	n.send(&pendingReq{kind: rkRegister}, OpRegisterNode{Spec: NodeSpec{ID: n.cfg.NodeID, Capacity: n.cfg.Capacity, Labels: n.cfg.Labels,
+		Process: n.owner, Host: n.cfg.Host, PID: n.cfg.PID, DeadAfter: n.cfg.DeadAfter,
+		// Only the first registration may take the id over: once this process has held
+		// it, losing it means someone else took it, and taking it back would start a loop.
+		Replace: n.cfg.Replace && n.w.inc == 0}})
+}
+
+// registrationRefused: another live process holds the node id.
+//
+// With Replace the refusal is Pending: the holder's heartbeats are refused from now on,
+// and the node retries when the holder's registration expires.
+//
+// Before this process ever registered, the holder may be a crashed predecessor whose
+// registration has not expired yet (a supervisor restarts a killed process within a
+// second): the node waits until the registration would expire and tries again, once per
+// expiry. If by then the holder has heartbeated again, it is alive — a duplicate start
+// — and the node stops with the error. After this process had registered, being refused
+// means another process took the id over (replaced it): it stops at once. Either way it
+// never takes the id back by force, so two processes never evict each other in a loop.
+func (n *Node) registrationRefused(err error) {
+	var held *NodeInUseError
+	if n.w.inc == 0 && errors.As(err, &held) && (held.Pending || n.w.heldSeen.IsZero() || !held.LastHeartbeat.After(n.w.heldSeen)) {
+		n.w.heldSeen = held.LastHeartbeat
+		// Count the store's remaining time on this node's clock as if it ran slow (ρ),
+		// plus the margin, so that the retry lands after the store's expiry.
+		left := max(held.ExpiresAt.Sub(held.Now), 0)
+		wait := left + time.Duration(math.Round(float64(left)*n.cfg.DriftRate)) + n.cfg.SafetyMargin + time.Millisecond
+		n.w.hbNext = n.now.Add(wait)
+		n.event("registration_waiting", fmt.Sprintf("%v; retrying once it expires, in %v", err, wait))
+		return
+	}
+	if n.w.inc == 0 {
+		n.event("registration_refused", err.Error())
+		n.stopErr = fmt.Errorf("node %q not started: %w", n.cfg.NodeID, err)
+	} else {
+		n.event("replaced", fmt.Sprintf("incarnation %d: %v", n.w.inc, err))
+		n.stopErr = fmt.Errorf("node %q incarnation %d was replaced by another process; stopping rather than taking the id back: %w", n.cfg.NodeID, n.w.inc, err)
+	}
+	n.finish()
 }
 
 func (n *Node) onRegister(p *pendingReq, v any, err error) {
@@ -63,6 +106,10 @@ func (n *Node) onRegister(p *pendingReq, v any, err error) {
 		return
 	}
 	n.w.registering = false
+	if isErr(err, ErrNodeInUse) {
+		n.registrationRefused(err)
+		return
+	}
 	r, ok := replyAs[RegisterReply](v)
 	if err != nil || !ok {
 		n.event("register_failed", errString(err))
@@ -383,7 +430,7 @@ func (n *Node) syncDrainFlag() {
 	v := w.draining
 	w.drainInFlight = true
 	w.drainGen++
-	n.send(&pendingReq{kind: rkDrainFlag, draining: v}, OpUpdateNode{ID: n.cfg.NodeID, Update: NodeUpdate{Draining: &v}})
+	n.send(&pendingReq{kind: rkDrainFlag, draining: v}, OpUpdateNode{ID: n.cfg.NodeID, Update: NodeUpdate{Incarnation: n.w.inc, Draining: &v}})
 }
 
 func (n *Node) onDrainFlag(p *pendingReq, _ any, err error) {

@@ -65,11 +65,18 @@ func (s *Store) RegisterNode(ctx context.Context, spec engine.NodeSpec) (engine.
 	}
 	labels := encodeLabels(spec.Labels)
 	var reply engine.RegisterReply
+	var held *engine.NodeInUseError
 	err := s.inTx(ctx, "register", func(tx *sql.Tx) error {
-		var inc uint64
-		var nowV int64
+		held = nil
+		var cur engine.NodeInfo
+		var status uint8
+		var process, host, rProcess, rHost []byte
+		var hbV, nowV int64
 		start := time.Now()
-		err := tx.QueryRowContext(ctx, "SELECT incarnation, "+nowUS+" FROM helix_nodes WHERE cluster = ? AND id = ? FOR UPDATE", s.cluster, spec.ID).Scan(&inc, &nowV)
+		err := tx.QueryRowContext(ctx, "SELECT incarnation, status, process, host, pid, replace_process, replace_host, replace_pid, "+
+			us("last_heartbeat")+", "+nowUS+" FROM helix_nodes WHERE cluster = ? AND id = ? FOR UPDATE", s.cluster, spec.ID).
+			Scan(&cur.Incarnation, &status, &process, &host, &cur.PID, &rProcess, &rHost, &cur.ReplaceBy.PID, &hbV, &nowV)
+		inc := cur.Incarnation
 		var now time.Time
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
@@ -81,8 +88,8 @@ func (s *Store) RegisterNode(ctx context.Context, spec engine.NodeSpec) (engine.
 			if inc, err = s.incarnationFloor(ctx, tx); err != nil {
 				return err
 			}
-			_, err = tx.ExecContext(ctx, "INSERT INTO helix_nodes (cluster, id, incarnation, capacity, labels, draining, status, last_heartbeat, assign_rev) "+
-				"VALUES (?, ?, ?, ?, ?, 0, 0, ?, 1)", s.cluster, spec.ID, inc+1, spec.Capacity, labels, now)
+			_, err = tx.ExecContext(ctx, "INSERT INTO helix_nodes (cluster, id, incarnation, capacity, labels, draining, status, last_heartbeat, assign_rev, process, host, pid) "+
+				"VALUES (?, ?, ?, ?, ?, 0, 0, ?, 1, ?, ?, ?)", s.cluster, spec.ID, inc+1, spec.Capacity, labels, now, spec.Process, spec.Host, spec.PID)
 			if isDup(err) {
 				return &retryNow{err}
 			}
@@ -90,8 +97,22 @@ func (s *Store) RegisterNode(ctx context.Context, spec engine.NodeSpec) (engine.
 			return err
 		default:
 			now = s.observe(nowV, start)
+			cur.ID, cur.Status, cur.Process, cur.Host, cur.LastHeartbeat = spec.ID, engine.NodeStatus(status), string(process), string(host), fromUS(hbV)
+			cur.ReplaceBy.Process, cur.ReplaceBy.Host = string(rProcess), string(rHost)
+			// Judged on the server's clock: both timestamps come from UTC_TIMESTAMP(6).
+			if held = engine.RegistrationHeld(spec, cur, fromUS(nowV)); held != nil {
+				held.Now = now
+				if held.Pending && cur.ReplaceBy != held.By {
+					// A takeover starts: from now on the holder's heartbeats are refused.
+					_, err = tx.ExecContext(ctx, "UPDATE helix_nodes SET replace_process = ?, replace_host = ?, replace_pid = ? WHERE cluster = ? AND id = ?",
+						held.By.Process, held.By.Host, held.By.PID, s.cluster, spec.ID)
+				}
+				return err
+			}
 			_, err = tx.ExecContext(ctx, "UPDATE helix_nodes SET incarnation = ?, capacity = ?, labels = ?, draining = 0, status = 0, "+
-				"last_heartbeat = ?, assign_rev = assign_rev + 1 WHERE cluster = ? AND id = ?", inc+1, spec.Capacity, labels, now, s.cluster, spec.ID)
+				"last_heartbeat = ?, assign_rev = assign_rev + 1, process = ?, host = ?, pid = ?, replace_process = '', replace_host = '', replace_pid = 0 "+
+				"WHERE cluster = ? AND id = ?",
+				inc+1, spec.Capacity, labels, now, spec.Process, spec.Host, spec.PID, s.cluster, spec.ID)
 		}
 		reply = engine.RegisterReply{Reply: engine.Reply{Now: now}, Incarnation: inc + 1}
 		return err
@@ -106,6 +127,9 @@ func (s *Store) RegisterNode(ctx context.Context, spec engine.NodeSpec) (engine.
 	})
 	if err != nil {
 		return engine.RegisterReply{}, err
+	}
+	if held != nil {
+		return engine.RegisterReply{}, held
 	}
 	return reply, nil
 }
@@ -122,7 +146,7 @@ func (s *Store) Heartbeat(ctx context.Context, id string, incarnation uint64, kn
 		return engine.HeartbeatReply{}, err
 	}
 	n, err := s.exec(ctx, "UPDATE helix_nodes SET last_heartbeat = UTC_TIMESTAMP(6) "+
-		"WHERE cluster = ? AND id = ? AND incarnation = ? AND status = 0 AND assign_rev = ?", s.cluster, id, incarnation, known)
+		"WHERE cluster = ? AND id = ? AND incarnation = ? AND status = 0 AND assign_rev = ? AND replace_process = ''", s.cluster, id, incarnation, known)
 	if err != nil {
 		return engine.HeartbeatReply{}, s.wrap("heartbeat", err)
 	}
@@ -130,12 +154,12 @@ func (s *Store) Heartbeat(ctx context.Context, id string, incarnation uint64, kn
 		return engine.HeartbeatReply{Reply: engine.Reply{Now: s.estimatedNow()}, AssignRevision: known}, nil
 	}
 	n, err = s.exec(ctx, "UPDATE helix_nodes SET last_heartbeat = UTC_TIMESTAMP(6) "+
-		"WHERE cluster = ? AND id = ? AND incarnation = ? AND status = 0", s.cluster, id, incarnation)
+		"WHERE cluster = ? AND id = ? AND incarnation = ? AND status = 0 AND replace_process = ''", s.cluster, id, incarnation)
 	if err != nil {
 		return engine.HeartbeatReply{}, s.wrap("heartbeat", err)
 	}
 	if n == 0 {
-		return engine.HeartbeatReply{}, s.wrap("heartbeat", fmt.Errorf("heartbeat %s/%d: unknown, replaced, deregistered or declared dead: %w", id, incarnation, engine.ErrNodeDead))
+		return engine.HeartbeatReply{}, s.wrap("heartbeat", fmt.Errorf("heartbeat %s/%d: unknown, replaced, being replaced, deregistered or declared dead: %w", id, incarnation, engine.ErrNodeDead))
 	}
 	st, err := s.readUnion(ctx, unionParts{nodeID: id, incarnation: incarnation})
 	if err != nil {
@@ -197,9 +221,26 @@ func (s *Store) UpdateNode(ctx context.Context, id string, u engine.NodeUpdate) 
 		args = append(args, encodeLabels(*u.Labels))
 	}
 	args = append(args, s.cluster, id)
-	n, err := s.exec(ctx, "UPDATE helix_nodes SET "+strings.Join(sets, ", ")+" WHERE cluster = ? AND id = ?", args...)
+	where := " WHERE cluster = ? AND id = ?"
+	if u.Incarnation != 0 {
+		// A node's own update: only while that incarnation is the current, live one.
+		where += " AND incarnation = ? AND status = 0"
+		args = append(args, u.Incarnation)
+	}
+	n, err := s.exec(ctx, "UPDATE helix_nodes SET "+strings.Join(sets, ", ")+where, args...)
 	if err != nil {
 		return engine.Reply{}, s.wrap("update_node", err)
+	}
+	if n == 0 && u.Incarnation != 0 {
+		var cur uint64
+		err := s.queryRow(ctx, "SELECT incarnation FROM helix_nodes WHERE cluster = ? AND id = ?", []any{s.cluster, id}, &cur)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return engine.Reply{}, s.wrap("update_node", err)
+		default:
+			return engine.Reply{}, s.wrap("update_node", fmt.Errorf("update node %s/%d: current incarnation is %d or it is dead: %w", id, u.Incarnation, cur, engine.ErrNodeDead))
+		}
 	}
 	if n == 0 {
 		return engine.Reply{}, s.wrap("update_node", fmt.Errorf("update node %s: %w", id, engine.ErrNotFound))

@@ -2,7 +2,9 @@ package mysqlstore
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -51,7 +53,7 @@ func (p unionParts) build(cluster string) (string, []any) {
 	}
 	q.WriteString("0 AS n5, 0 AS n6, X'' AS b")
 	if p.nodes {
-		q.WriteString(" UNION ALL SELECT 1, id, X'', X'', X'', incarnation, capacity, draining, status, " + us("last_heartbeat") +
+		q.WriteString(" UNION ALL SELECT 1, id, process, host, CONCAT_WS(X'00', CAST(pid AS BINARY), replace_process, replace_host, CAST(replace_pid AS BINARY)), incarnation, capacity, draining, status, " + us("last_heartbeat") +
 			", TIMESTAMPDIFF(MICROSECOND, last_heartbeat, UTC_TIMESTAMP(6)), labels FROM helix_nodes WHERE cluster = ?")
 		args = append(args, cluster)
 	}
@@ -127,7 +129,11 @@ func (s *Store) scanUnion(ctx context.Context, query string, args []any) (unionR
 			res.nodes = append(res.nodes, engine.NodeInfo{
 				ID: string(s1), Incarnation: uint64(n1), Capacity: int(n2), Labels: labels, Draining: n3 != 0,
 				Status: engine.NodeStatus(n4), LastHeartbeat: fromUS(n5), HeartbeatAge: time.Duration(n6) * time.Microsecond,
+				Process: string(s2), Host: string(s3),
 			})
+			if err := decodeProcess(s4, &res.nodes[len(res.nodes)-1]); err != nil {
+				return res, err
+			}
 		case 2:
 			res.taskLists = append(res.taskLists, engine.TaskList{Domain: string(s1), Name: string(s2), Partitions: int(n1)})
 		case 4:
@@ -184,4 +190,22 @@ func (s *Store) ListTaskLists(ctx context.Context) (engine.TaskListsReply, error
 		return engine.TaskListsReply{}, s.wrap("list_tasklists", err)
 	}
 	return engine.TaskListsReply{Reply: engine.Reply{Now: st.now}, TaskLists: st.taskLists}, nil
+}
+
+// decodeProcess reads the pid, replace_process, replace_host and replace_pid columns of a
+// node, which the union carries NUL-separated in one column (names and hosts have no
+// control characters).
+func decodeProcess(b []byte, n *engine.NodeInfo) error {
+	parts := strings.Split(string(b), "\x00")
+	if len(parts) != 4 {
+		return fmt.Errorf("corrupt process columns %q: %w", b, ErrSchema)
+	}
+	pid, err1 := strconv.Atoi(parts[0])
+	rpid, err2 := strconv.Atoi(parts[3])
+	if err1 != nil || err2 != nil {
+		return fmt.Errorf("corrupt pid columns %q: %w", b, ErrSchema)
+	}
+	n.PID = pid
+	n.ReplaceBy = engine.NodeProcess{Process: parts[1], Host: parts[2], PID: rpid}
+	return nil
 }

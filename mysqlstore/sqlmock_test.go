@@ -394,7 +394,8 @@ func TestMockPutTaskListDuplicateKey(t *testing.T) {
 func TestMockRegisterDuplicateRetried(t *testing.T) {
 	s, mock := newMock(t)
 	mock.ExpectBegin()
-	mock.ExpectQuery("SELECT incarnation, ").WillReturnRows(sqlmock.NewRows([]string{"incarnation", "now"}))
+	nodeCols := []string{"incarnation", "status", "process", "host", "pid", "replace_process", "replace_host", "replace_pid", "last_heartbeat", "now"}
+	mock.ExpectQuery("SELECT incarnation, ").WillReturnRows(sqlmock.NewRows(nodeCols))
 	mock.ExpectQuery("SELECT " + nowUS).WillReturnRows(sqlmock.NewRows([]string{"now"}).AddRow(serverNowUS))
 	mock.ExpectQuery("SELECT epoch FROM helix_leases WHERE cluster = ? AND lock_key = ? LOCK IN SHARE MODE").
 		WithArgs("default", incarnationFloorKey).WillReturnRows(sqlmock.NewRows([]string{"epoch"}))
@@ -402,7 +403,7 @@ func TestMockRegisterDuplicateRetried(t *testing.T) {
 	mock.ExpectRollback()
 	// The concurrent registration won; this one replaces it with the next incarnation.
 	mock.ExpectBegin()
-	mock.ExpectQuery("SELECT incarnation, ").WillReturnRows(sqlmock.NewRows([]string{"incarnation", "now"}).AddRow(1, serverNowUS))
+	mock.ExpectQuery("SELECT incarnation, ").WillReturnRows(sqlmock.NewRows(nodeCols).AddRow(1, 0, "", "", 0, "", "", 0, serverNowUS, serverNowUS))
 	mock.ExpectExec("UPDATE helix_nodes SET incarnation = ?").WillReturnResult(sqlmock.NewResult(0, 1))
 	mock.ExpectCommit()
 	r, err := s.RegisterNode(context.Background(), engine.NodeSpec{ID: "w1", Capacity: 1})

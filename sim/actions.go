@@ -52,7 +52,7 @@ func (s *Sim) coordinator() *simNode {
 		}
 	}
 	if lr, err := s.store.ReadLease(s.ctx, s.nodes[0].cfg.LeaseKey); err == nil && lr.Lease.HeldAt(lr.Now) {
-		if i, ok := s.byID[lr.Lease.Owner]; ok {
+		if i, ok := s.byID[engine.OwnerNodeID(lr.Lease.Owner)]; ok {
 			return s.nodes[i]
 		}
 	}
@@ -160,6 +160,9 @@ func (s *Sim) action(a *Action) {
 			s.cur.what += "(no target)"
 			return
 		}
+	}
+	if s.identityAction(a, nds) {
+		return
 	}
 	switch a.Do {
 	case DoCrash:

@@ -91,6 +91,11 @@ type simNode struct {
 	drift        float64
 	lastNow      int64
 
+	// dupOf is 1 + the index of the node whose id this process shares (duplicate,
+	// replace); 0 for a node of its own. stopErr is its Stopped effect's Err.
+	dupOf   int32
+	stopErr error
+
 	st       engine.NodeState
 	owned    []engine.OwnedPartition // st.Owned as of the last check
 	coord    bool                    // st.Coordinator as of the last check
@@ -480,7 +485,7 @@ func (s *Sim) dispatch(e event) {
 // requests, buffered inputs, state) nodeDown has already cleared.
 func (s *Sim) startNode(nd *simNode) {
 	seed := splitmix(s.seed ^ splitmix(uint64(nd.idx)+1) ^ splitmix(nd.restarts<<32))
-	n, err := engine.NewNode(nd.cfg, seed)
+	n, err := engine.NewNode(processConfig(nd, seed), seed)
 	if err != nil {
 		s.fail("config", fmt.Sprintf("node %s: %v", nd.id, err))
 		return
@@ -576,6 +581,7 @@ func (s *Sim) step(nd *simNode, in engine.Input, mode int) {
 			refresh = true
 			s.cover("graceful_shutdown_completed")
 			nd.left = true
+			nd.stopErr = e.Err
 			s.nodeDown(nd)
 		}
 	}

@@ -26,6 +26,11 @@ const nodeExamples = `  # A node with the default timings; the DSN from the envi
 
 SIGTERM (or Ctrl-C) drains the node: its partitions are handed off, the lease released
 if it holds it, and it exits 0.
+
+One process per node id: a node whose id is held by another live process (its heartbeat
+younger than --dead-after) waits until that registration would expire; if the holder is
+still heartbeating then, it exits 1 naming the id, the holder's host and pid and when the
+registration expires. --replace takes the id over instead; the evicted process exits 1.
 `
 
 func runNode(ctx context.Context, e *env, args []string) int {
@@ -40,6 +45,7 @@ func runNode(ctx context.Context, e *env, args []string) int {
 	work := fs.Duration("work-interval", 100*time.Millisecond, "the demo handler's batch interval")
 	startTimeout := fs.Duration("start-timeout", time.Minute, "while the database is unreachable, refuses the credentials or is not migrated\nat start, retry (with backoff, each attempt logged) this long before exiting 1; 0: try once")
 	retention := fs.Duration("node-retention", defaultNodeRetention, "how long a dead or deregistered node stays in the nodes table and helix status\nbefore the coordinator deletes it (what fencing needs is kept); 0: forever")
+	replace := fs.Bool("replace", false, "take the node id over from another live process that holds it (it is evicted and\nexits; this node registers once its registration expires, at most --dead-after);\nwithout it a node whose id is held refuses to start")
 	pos, code, ok := parseFlags(e, fs, args)
 	if !ok {
 		return code
@@ -72,6 +78,7 @@ func runNode(ctx context.Context, e *env, args []string) int {
 
 	reg := prometheus.NewRegistry()
 	metrics := observe.New(reg)
+	cfg.Replace = *replace
 	node, err := helix.NewNode(cfg, store, demoHandler(log.With("node", cfg.NodeID), *work),
 		helix.WithLogger(log), helix.WithObserver(metrics), helix.WithStopTimeout(nf.stopTimeout))
 	if err != nil {

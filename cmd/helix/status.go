@@ -67,7 +67,7 @@ func printStatus(w io.Writer, cs helix.ClusterStatus) {
 	}
 	fmt.Fprintf(w, "partitions:  %d configured, %d owned by live nodes, %d handoffs in flight\n\n", cs.Partitions, cs.Owned, len(cs.Handoffs))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSTATE\tINCARNATION\tHEARTBEAT AGE\tPARTITIONS\tPER TASK LIST")
+	fmt.Fprintln(tw, "NODE\tSTATE\tINCARNATION\tHEARTBEAT AGE\tPARTITIONS\tPER TASK LIST\tPROCESS")
 	for _, n := range cs.Nodes {
 		keys := make([]string, 0, len(n.Partitions))
 		for k := range n.Partitions {
@@ -78,7 +78,7 @@ func printStatus(w io.Writer, cs helix.ClusterStatus) {
 		for _, k := range keys {
 			per = append(per, fmt.Sprintf("%s=%d", k, n.Partitions[k]))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%v\t%d\t%s\n", n.ID, n.State, n.Incarnation, n.HeartbeatAge.Round(time.Millisecond), n.Total, strings.Join(per, " "))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%v\t%d\t%s\t%s\n", n.ID, n.State, n.Incarnation, n.HeartbeatAge.Round(time.Millisecond), n.Total, strings.Join(per, " "), processOf(n))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
@@ -97,4 +97,15 @@ func printStatus(w io.Writer, cs helix.ClusterStatus) {
 		}
 		tw.Flush()
 	}
+}
+
+// processOf says where a node's registered process runs ("host pid 123"), or "-".
+func processOf(n helix.NodeSummary) string {
+	switch {
+	case n.Host != "" && n.PID > 0:
+		return fmt.Sprintf("%s pid %d", n.Host, n.PID)
+	case n.Host != "":
+		return n.Host
+	}
+	return "-"
 }

@@ -254,6 +254,16 @@ func (s *Store) RegisterNode(ctx context.Context, spec engine.NodeSpec) (engine.
 	}
 	defer s.mu.Unlock()
 	n := s.nodes[spec.ID]
+	if n != nil {
+		if held := engine.RegistrationHeld(spec, n.info, now); held != nil {
+			if held.Pending && n.info.ReplaceBy != held.By {
+				// A takeover starts: from now on the holder's heartbeats are refused.
+				n.info.ReplaceBy = held.By
+				s.writes["register"]++
+			}
+			return engine.RegisterReply{}, held
+		}
+	}
 	if n == nil {
 		n = &node{}
 		s.nodes[spec.ID] = n
@@ -265,6 +275,9 @@ func (s *Store) RegisterNode(ctx context.Context, spec engine.NodeSpec) (engine.
 		Labels:        cloneLabels(spec.Labels),
 		Status:        engine.NodeAlive,
 		LastHeartbeat: now,
+		Process:       spec.Process,
+		Host:          spec.Host,
+		PID:           spec.PID,
 	}
 	// A new incarnation owns nothing yet; bumping makes its first heartbeat (whatever it
 	// passes as known) get its definitive, empty, list.
@@ -292,6 +305,9 @@ func (s *Store) Heartbeat(ctx context.Context, id string, incarnation uint64, kn
 	}
 	if n.info.Status == engine.NodeDead && !s.flaws.Has(flaw.StoreAcceptOldIncarnation) {
 		return engine.HeartbeatReply{}, errf(engine.ErrNodeDead, "heartbeat %s/%d: declared dead", id, incarnation)
+	}
+	if n.info.ReplaceBy.Process != "" {
+		return engine.HeartbeatReply{}, errf(engine.ErrNodeDead, "heartbeat %s/%d: being replaced by process %s", id, incarnation, n.info.ReplaceBy.Process)
 	}
 	n.info.Status = engine.NodeAlive // a no-op except under StoreAcceptOldIncarnation
 	n.info.LastHeartbeat = now
@@ -366,6 +382,9 @@ func (s *Store) UpdateNode(ctx context.Context, id string, u engine.NodeUpdate) 
 	n := s.nodes[id]
 	if n == nil {
 		return engine.Reply{}, errf(engine.ErrNotFound, "update node %s", id)
+	}
+	if u.Incarnation != 0 && (n.info.Incarnation != u.Incarnation || n.info.Status != engine.NodeAlive) {
+		return engine.Reply{}, errf(engine.ErrNodeDead, "update node %s/%d: current incarnation is %d (%s)", id, u.Incarnation, n.info.Incarnation, n.info.Status)
 	}
 	if u.Draining != nil {
 		if n.info.Draining != *u.Draining {

@@ -98,6 +98,7 @@ func Run(t *testing.T, newStore func(t *testing.T) (engine.Store, Clock)) {
 	t.Run("TaskLists", func(t *testing.T) { testTaskLists(t, newStore) })
 	t.Run("Assignments", func(t *testing.T) { testAssignments(t, newStore) })
 	t.Run("StateMachine", func(t *testing.T) { testStateMachine(t, newStore) })
+	t.Run("Identity", func(t *testing.T) { testIdentity(t, newStore) })
 }
 
 // harness wraps a store with must-succeed helpers that fail the test on error.
@@ -208,6 +209,7 @@ func pid(domain, tl string, n int) engine.PartitionID {
 var sentinels = []error{
 	engine.ErrInvalid, engine.ErrLeaseHeld, engine.ErrLeaseLost, engine.ErrFenced,
 	engine.ErrNodeDead, engine.ErrNotFound, engine.ErrConflict, engine.ErrUnavailable,
+	engine.ErrNodeInUse,
 }
 
 // kindOf names the sentinel err wraps: "ok" for nil, "other" for none of them.
