@@ -399,7 +399,7 @@ func TestMockRegisterDuplicateRetried(t *testing.T) {
 	mock.ExpectQuery("SELECT " + nowUS).WillReturnRows(sqlmock.NewRows([]string{"now"}).AddRow(serverNowUS))
 	mock.ExpectQuery("SELECT epoch FROM helix_leases WHERE cluster = ? AND lock_key = ? LOCK IN SHARE MODE").
 		WithArgs("default", incarnationFloorKey).WillReturnRows(sqlmock.NewRows([]string{"epoch"}))
-	mock.ExpectExec("INSERT INTO helix_nodes").WithArgs("default", "w1", 1, 1, sqlmock.AnyArg(), sqlmock.AnyArg()).WillReturnError(dupKey)
+	mock.ExpectExec("INSERT INTO helix_nodes").WithArgs("default", "w1", 1, 1, sqlmock.AnyArg(), sqlmock.AnyArg(), "", "", 0).WillReturnError(dupKey)
 	mock.ExpectRollback()
 	// The concurrent registration won; this one replaces it with the next incarnation.
 	mock.ExpectBegin()

@@ -85,9 +85,9 @@ func testIdentity(t *testing.T, newStore func(t *testing.T) (engine.Store, Clock
 
 	t.Run("replace: the holder's heartbeats are refused, the id is taken at the expiry", func(t *testing.T) {
 		h := newHarness(t, newStore)
-		r, err := h.s.RegisterNode(h.ctx, spec("A", "A#p1", "host-1", 11, short))
+		r, err := h.s.RegisterNode(h.ctx, spec("A", "A#p1", "host-1", 11, mid))
 		h.must(err, "RegisterNode(A, p1)")
-		repl := spec("A", "A#p2", "host-2", 22, short)
+		repl := spec("A", "A#p2", "host-2", 22, mid)
 		repl.Replace = true
 		_, err = h.s.RegisterNode(h.ctx, repl)
 		e := inUse(t, err)
@@ -100,11 +100,11 @@ func testIdentity(t *testing.T, newStore func(t *testing.T) (engine.Store, Clock
 		_, err = h.s.Heartbeat(h.ctx, "A", r.Incarnation, 0)
 		checkErr(t, err, engine.ErrNodeDead, "")
 		// The holder, told it is dead, may not take the id back; nor may a third process.
-		_, err = h.s.RegisterNode(h.ctx, spec("A", "A#p1", "host-1", 11, short))
+		_, err = h.s.RegisterNode(h.ctx, spec("A", "A#p1", "host-1", 11, mid))
 		if e := inUse(t, err); e.Pending || e.By.Process != "A#p2" || !strings.Contains(err.Error(), "host-2") {
 			t.Fatalf("the holder's re-registration: %v; want refused, naming the replacer on host-2", err)
 		}
-		_, err = h.s.RegisterNode(h.ctx, spec("A", "A#p3", "host-3", 33, short))
+		_, err = h.s.RegisterNode(h.ctx, spec("A", "A#p3", "host-3", 33, mid))
 		if e := inUse(t, err); e.By.Process != "A#p2" {
 			t.Fatalf("a third process: %v; want refused, naming the replacer", err)
 		}
@@ -113,7 +113,7 @@ func testIdentity(t *testing.T, newStore func(t *testing.T) (engine.Store, Clock
 		if e := inUse(t, err); !e.Pending {
 			t.Fatalf("the replacer's early retry: %v, want pending", err)
 		}
-		h.c.Advance(wait)
+		h.c.Advance(midWait)
 		r2, err := h.s.RegisterNode(h.ctx, repl)
 		h.must(err, "RegisterNode(A, p2, replace) after the expiry")
 		n := h.node("A")

@@ -86,6 +86,10 @@ const (
 	short = 100 * time.Millisecond
 	wait  = short + 50*time.Millisecond // Advance(wait) outlives anything of duration short
 	long  = 10 * time.Minute
+	// mid is for a registration that must stay live across several calls before it is
+	// waited out: 100 ms is too tight for that on a loaded real-time backend.
+	mid     = time.Second
+	midWait = mid + 50*time.Millisecond
 )
 
 // Run runs the whole suite. newStore must return an empty store and the Clock of its
