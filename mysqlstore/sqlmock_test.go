@@ -74,8 +74,8 @@ func expectRevisionLock(mock sqlmock.Sqlmock, rev uint64) {
 // expectEmptyBatchTx is the whole transaction of a fenced batch with no changes.
 func expectEmptyBatchTx(mock sqlmock.Sqlmock, commitErr error) {
 	mock.ExpectBegin()
-	expectFence(mock, 5, 1, 1)
 	expectRevisionLock(mock, 10)
+	expectFence(mock, 5, 1, 1)
 	mock.ExpectExec("UPDATE helix_leases SET last_batch = ?").WithArgs(fixedBatch, "default", "coordinator").WillReturnResult(sqlmock.NewResult(0, 1))
 	if commitErr != nil {
 		mock.ExpectCommit().WillReturnError(commitErr)
@@ -106,7 +106,6 @@ func TestMockApplyLockWaitTimeoutRetried(t *testing.T) {
 	fixBatchID(t)
 	s, mock := newMock(t)
 	mock.ExpectBegin()
-	expectFence(mock, 5, 1, 1)
 	mock.ExpectQuery("SELECT revision, ").WillReturnError(lockWait)
 	mock.ExpectRollback()
 	expectEmptyBatchTx(mock, nil)
@@ -119,8 +118,8 @@ func TestMockApplyLostConnectionBeforeCommitRetried(t *testing.T) {
 	fixBatchID(t)
 	s, mock := newMock(t)
 	mock.ExpectBegin()
-	expectFence(mock, 5, 1, 1)
 	expectRevisionLock(mock, 10)
+	expectFence(mock, 5, 1, 1)
 	mock.ExpectExec("UPDATE helix_leases SET last_batch").WillReturnError(mysql.ErrInvalidConn)
 	mock.ExpectRollback()
 	expectEmptyBatchTx(mock, nil)
@@ -188,8 +187,8 @@ func TestMockApplyReadOnlyRolledBack(t *testing.T) {
 	fixBatchID(t)
 	s, mock := newMock(t)
 	mock.ExpectBegin()
-	expectFence(mock, 5, 1, 1)
 	expectRevisionLock(mock, 10)
+	expectFence(mock, 5, 1, 1)
 	mock.ExpectExec("UPDATE helix_leases SET last_batch").WillReturnError(readOnlyTrx)
 	mock.ExpectRollback()
 	_, err := s.Apply(context.Background(), emptyBatch)
@@ -211,6 +210,7 @@ func TestMockApplyFencedRolledBack(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			s, mock := newMock(t)
 			mock.ExpectBegin()
+			expectRevisionLock(mock, 10)
 			expectFence(mock, c.epoch, c.status, c.alive)
 			mock.ExpectRollback()
 			b := engine.Batch{Fence: engine.Fence{Key: "coordinator", Epoch: 5},
@@ -223,6 +223,7 @@ func TestMockApplyFencedRolledBack(t *testing.T) {
 	t.Run("no lease row", func(t *testing.T) {
 		s, mock := newMock(t)
 		mock.ExpectBegin()
+		expectRevisionLock(mock, 10)
 		mock.ExpectQuery("FOR UPDATE").WillReturnRows(sqlmock.NewRows([]string{"epoch", "status", "live", "now"}))
 		mock.ExpectRollback()
 		if _, err := s.Apply(context.Background(), emptyBatch); !errors.Is(err, engine.ErrFenced) {
@@ -240,8 +241,8 @@ func TestMockApplyConflictRolledBack(t *testing.T) {
 	t.Run("row revision moved", func(t *testing.T) {
 		s, mock := newMock(t)
 		mock.ExpectBegin()
-		expectFence(mock, 5, 1, 1)
 		expectRevisionLock(mock, 10)
+		expectFence(mock, 5, 1, 1)
 		mock.ExpectQuery("FROM helix_assignments WHERE cluster = ? AND ((domain = ? AND tasklist = ? AND part_no IN (?))) FOR UPDATE").
 			WithArgs("default", "d", "t", 2).
 			WillReturnRows(sqlmock.NewRows(rowCols).AddRow("d", "t", 2, "", 0, 4, 0, "", 4, 9))
@@ -257,8 +258,8 @@ func TestMockApplyConflictRolledBack(t *testing.T) {
 	t.Run("row written by a later epoch", func(t *testing.T) {
 		s, mock := newMock(t)
 		mock.ExpectBegin()
-		expectFence(mock, 5, 1, 1)
 		expectRevisionLock(mock, 10)
+		expectFence(mock, 5, 1, 1)
 		mock.ExpectQuery("FROM helix_assignments").
 			WillReturnRows(sqlmock.NewRows(rowCols).AddRow("d", "t", 2, "", 0, 4, 0, "", 6, 3))
 		mock.ExpectRollback()
@@ -271,8 +272,8 @@ func TestMockApplyConflictRolledBack(t *testing.T) {
 		b := engine.Batch{Fence: engine.Fence{Key: "coordinator", Epoch: 5}, DeadAfter: 5 * time.Second,
 			Dead: []engine.DeadNode{{ID: "w1", Incarnation: 1}}}
 		mock.ExpectBegin()
-		expectFence(mock, 5, 1, 1)
 		expectRevisionLock(mock, 10)
+		expectFence(mock, 5, 1, 1)
 		mock.ExpectQuery("FROM helix_nodes").
 			WillReturnRows(sqlmock.NewRows([]string{"id", "incarnation", "status", "age"}).AddRow("w1", 1, 0, 300_000)) // 300 ms old
 		mock.ExpectRollback()
@@ -285,8 +286,8 @@ func TestMockApplyConflictRolledBack(t *testing.T) {
 		fixBatchID(t)
 		s, mock := newMock(t)
 		mock.ExpectBegin()
-		expectFence(mock, 5, 1, 1)
 		expectRevisionLock(mock, 10)
+		expectFence(mock, 5, 1, 1)
 		mock.ExpectQuery("FROM helix_assignments").
 			WillReturnRows(sqlmock.NewRows(rowCols).AddRow("d", "t", 2, "", 0, 4, 0, "", 4, 3))
 		mock.ExpectQuery("FROM helix_nodes").
@@ -310,8 +311,8 @@ func TestMockApplyWritesAndCommits(t *testing.T) {
 		Dead:    []engine.DeadNode{{ID: "w0", Incarnation: 2}},
 		Changes: []engine.Change{{Kind: engine.ChangeAssign, Partition: p, Revision: 3, Owner: "w1", Incarnation: 1}}}
 	mock.ExpectBegin()
-	expectFence(mock, 5, 1, 1)
 	expectRevisionLock(mock, 10)
+	expectFence(mock, 5, 1, 1)
 	mock.ExpectQuery("FROM helix_assignments").
 		WillReturnRows(sqlmock.NewRows(rowCols).AddRow("d", "t", 2, "w0", 2, 4, 1, "", 4, 3))
 	mock.ExpectQuery("FROM helix_nodes WHERE cluster = ? AND id IN (?, ?) FOR UPDATE").WithArgs("default", "w0", "w1").
@@ -576,8 +577,8 @@ func TestMockApplyReleaseBumpsTarget(t *testing.T) {
 	b := engine.Batch{Fence: engine.Fence{Key: "coordinator", Epoch: 5},
 		Changes: []engine.Change{{Kind: engine.ChangeRelease, Partition: p, Revision: 3, Target: "w2"}}}
 	mock.ExpectBegin()
-	expectFence(mock, 5, 1, 1)
 	expectRevisionLock(mock, 10)
+	expectFence(mock, 5, 1, 1)
 	mock.ExpectQuery("FROM helix_assignments").
 		WillReturnRows(sqlmock.NewRows(rowCols).AddRow("d", "t", 2, "w1", 1, 4, 1, "", 4, 3))
 	mock.ExpectQuery("FROM helix_nodes WHERE cluster = ? AND id IN (?) FOR UPDATE").WithArgs("default", "w1").

@@ -178,8 +178,8 @@ type nodeRow struct {
 	age         time.Duration
 }
 
-// Apply implements engine.Store. One transaction: the fence row's locking read, the
-// revision row, the changed rows and the involved nodes (FOR UPDATE), checks in the
+// Apply implements engine.Store. One transaction: the revision row, the fence row's
+// locking read, the changed rows and the involved nodes (FOR UPDATE), checks in the
 // reference store's order (fence, row epochs → ErrFenced; dead nodes, revisions and
 // preconditions → ErrConflict), then multi-row writes and a batch marker on the lease
 // row. Nothing is written on any error.
@@ -218,13 +218,21 @@ func (s *Store) Apply(ctx context.Context, b engine.Batch) (engine.ApplyReply, e
 }
 
 func (s *Store) applyTx(ctx context.Context, tx *sql.Tx, b engine.Batch, batchID []byte) (engine.ApplyReply, error) {
-	// 1. The fence: a locking read of the lease row, expiry by server time.
+	// 1. The revision row: serialises writers of assignment rows. It comes before the
+	// lease row so that a batch waiting for it (behind a worker's AckRelease, or behind a
+	// client that stalled while holding it) does not hold the lease row meanwhile: the
+	// coordinator's renewals, which need only the lease row, go on.
+	rev, _, err := s.lockRevision(ctx, tx)
+	if err != nil {
+		return engine.ApplyReply{}, err
+	}
+	// 2. The fence: a locking read of the lease row, expiry by server time.
 	var epoch uint64
 	var status uint8
 	var live int
 	var nowV int64
 	start := time.Now()
-	err := tx.QueryRowContext(ctx, "SELECT epoch, status, expires_at > UTC_TIMESTAMP(6), "+nowUS+
+	err = tx.QueryRowContext(ctx, "SELECT epoch, status, expires_at > UTC_TIMESTAMP(6), "+nowUS+
 		" FROM helix_leases WHERE cluster = ? AND lock_key = ? FOR UPDATE", s.cluster, b.Fence.Key).Scan(&epoch, &status, &live, &nowV)
 	if errors.Is(err, sql.ErrNoRows) {
 		return engine.ApplyReply{}, fmt.Errorf("apply fenced by %s@%d: no such lease: %w", b.Fence.Key, b.Fence.Epoch, engine.ErrFenced)
@@ -236,11 +244,6 @@ func (s *Store) applyTx(ctx context.Context, tx *sql.Tx, b engine.Batch, batchID
 	if status != uint8(engine.LeaseActive) || epoch != b.Fence.Epoch || live == 0 {
 		return engine.ApplyReply{}, fmt.Errorf("apply fenced by %s@%d: lease is at epoch %d, status %d, unexpired %v: %w",
 			b.Fence.Key, b.Fence.Epoch, epoch, status, live != 0, engine.ErrFenced)
-	}
-	// 2. The revision row: serialises writers of assignment rows.
-	rev, _, err := s.lockRevision(ctx, tx)
-	if err != nil {
-		return engine.ApplyReply{}, err
 	}
 	// 3. The changed rows, locked, grouped by task list (an equality prefix and an IN
 	// list on the primary key: a range access on both MySQL and MariaDB).

@@ -1,0 +1,69 @@
+package mysqlstore
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+func TestSessionSettingsByFlavour(t *testing.T) {
+	mariadb := map[string]bool{"idle_transaction_timeout": true, "max_statement_time": true, "wait_timeout": true}
+	oracle := map[string]bool{"max_execution_time": true, "wait_timeout": true}
+	bare := map[string]bool{"wait_timeout": true} // neither statement limit (e.g. an old or odd server)
+	for _, c := range []struct {
+		name        string
+		have, fixed map[string]bool
+		want        []string
+	}{
+		{"MariaDB", mariadb, nil, []string{"idle_transaction_timeout = 2", "max_statement_time = 5.000"}},
+		{"Oracle MySQL", oracle, nil, []string{"wait_timeout = 3", "max_execution_time = 5000"}},
+		{"no statement limit", bare, nil, []string{"wait_timeout = 3"}},
+		{"DSN sets the idle limit", mariadb, map[string]bool{"idle_transaction_timeout": true}, []string{"max_statement_time = 5.000"}},
+		{"DSN sets wait_timeout on MySQL", oracle, map[string]bool{"wait_timeout": true, "max_execution_time": true}, nil},
+		{"nothing known", map[string]bool{}, nil, nil},
+	} {
+		got := sessionSettings(c.have, c.fixed)
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+		}
+		for _, s := range got {
+			name, _, _ := strings.Cut(s, " = ")
+			if !c.have[name] {
+				t.Errorf("%s: sets %s, which the server does not have (MySQL would refuse the whole SET)", c.name, name)
+			}
+		}
+	}
+}
+
+// What a session limit cuts short was rolled back by the server: retry it.
+func TestSessionLimitErrorsAreRetryable(t *testing.T) {
+	for _, n := range []uint16{erLockWaitTimeout, erLockDeadlock, erStatementTimeout, erQueryTimeout, erConnectionKilled, erClientInactivity} {
+		err := fmt.Errorf("wrapped: %w", &mysql.MySQLError{Number: n, Message: "x"})
+		if !retryable(err) {
+			t.Errorf("error %d is not retryable", n)
+		}
+	}
+	if retryable(&mysql.MySQLError{Number: erDupEntry}) {
+		t.Error("a duplicate key is retryable")
+	}
+}
+
+func TestParseDSNKeepAliveAndLockWait(t *testing.T) {
+	cfg, err := ParseDSN("u:p@tcp(h:1)/db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DialFunc == nil || cfg.Params["innodb_lock_wait_timeout"] != "1" {
+		t.Fatalf("ParseDSN: dial func set %v, innodb_lock_wait_timeout %q; want a keepalive dialer and 1", cfg.DialFunc != nil, cfg.Params["innodb_lock_wait_timeout"])
+	}
+	unix, err := ParseDSN("u:p@unix(/tmp/x.sock)/db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if unix.DialFunc != nil {
+		t.Fatal("ParseDSN set a TCP dialer on a unix socket")
+	}
+}
