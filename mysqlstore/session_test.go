@@ -10,6 +10,7 @@ import (
 
 	"github.com/helixcoord/helix/engine"
 	"github.com/helixcoord/helix/mysqlstore"
+	"github.com/helixcoord/helix/mysqlstore/mysqltest"
 )
 
 // hasVariable reports whether the server has the session variable name.
@@ -30,9 +31,8 @@ func hasVariable(t *testing.T, db *sql.DB, name string) bool {
 // flavour: idle_transaction_timeout where it exists (MariaDB), else wait_timeout; a
 // statement limit in the flavour's own unit.
 func TestSessionLimitsApplied(t *testing.T) {
-	dsn := migratedDSN(t)
-	s := openStore(t, dsn, "default")
-	db := s.DB()
+	dsn := mysqltest.DSN(t) // no schema needed
+	db := limitedDB(t, dsn)
 	var lockWait int
 	if err := db.QueryRow("SELECT @@SESSION.innodb_lock_wait_timeout").Scan(&lockWait); err != nil {
 		t.Fatal(err)
@@ -91,24 +91,78 @@ func TestSessionLimitsApplied(t *testing.T) {
 	}
 }
 
+// limitedDB is a pool on the store's Connector (the session limits), closed with the test.
+func limitedDB(t *testing.T, dsn string) *sql.DB {
+	t.Helper()
+	conn, _, err := mysqlstore.Connector(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := sql.OpenDB(conn)
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
 // A variable the DSN sets itself is the operator's choice: the store leaves it.
 func TestSessionLimitsLeaveTheDSNsChoice(t *testing.T) {
-	dsn := migratedDSN(t)
-	s := openStore(t, dsn, "default")
-	if !hasVariable(t, s.DB(), "idle_transaction_timeout") {
-		t.Skip("no idle_transaction_timeout on this server (Oracle MySQL): nothing to override")
+	dsn := mysqltest.DSN(t)
+	name, want := "idle_transaction_timeout", 7
+	if !hasVariable(t, limitedDB(t, dsn), name) {
+		name = "wait_timeout" // Oracle MySQL
 	}
 	sep := "?"
 	if strings.Contains(dsn, "?") {
 		sep = "&"
 	}
-	o := openStore(t, dsn+sep+"idle_transaction_timeout=7", "default")
-	var idle int
-	if err := o.DB().QueryRow("SELECT @@SESSION.idle_transaction_timeout").Scan(&idle); err != nil {
+	var got int
+	if err := limitedDB(t, dsn+sep+name+"=7").QueryRow("SELECT @@SESSION." + name).Scan(&got); err != nil {
 		t.Fatal(err)
 	}
-	if idle != 7 {
-		t.Fatalf("idle_transaction_timeout = %d, want the DSN's 7", idle)
+	if got != want {
+		t.Fatalf("%s = %d, want the DSN's %d", name, got, want)
+	}
+}
+
+// The server ends a session that went silent inside a transaction, whatever the flavour
+// (no helix schema needed): a row it locked is free for another connection within the
+// idle limit, and the silent transaction can neither go on nor commit.
+func TestSilentTransactionLosesItsLocks(t *testing.T) {
+	dsn := mysqltest.DSN(t)
+	db := limitedDB(t, dsn)
+	if _, err := db.Exec("CREATE TABLE stall_probe (id INT PRIMARY KEY, v INT) ENGINE=InnoDB"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("INSERT INTO stall_probe VALUES (1, 0)"); err != nil {
+		t.Fatal(err)
+	}
+	bound := mysqlstore.IdleSessionTimeout
+	if hasVariable(t, db, "idle_transaction_timeout") {
+		bound = mysqlstore.IdleInTransactionTimeout
+	}
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec("UPDATE stall_probe SET v = 1 WHERE id = 1"); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now()
+	other := limitedDB(t, dsn)
+	took := untilDone(t, at, bound+3*time.Second, func(ctx context.Context) error {
+		_, err := other.ExecContext(ctx, "UPDATE stall_probe SET v = 2 WHERE id = 1")
+		return err
+	})
+	t.Logf("row locked by a silent transaction: free for another connection after %v (idle limit %v)", took.Round(time.Millisecond), bound)
+	if took < bound-500*time.Millisecond || took > bound+2*time.Second {
+		t.Errorf("the row was free after %v, want between the idle limit %v − 0.5s and it + 2s", took, bound)
+	}
+	if _, err := tx.Exec("UPDATE stall_probe SET v = 3 WHERE id = 1"); err == nil {
+		t.Fatal("the silent transaction still runs statements after the server ended its session")
+	}
+	var v int
+	if err := other.QueryRow("SELECT v FROM stall_probe WHERE id = 1").Scan(&v); err != nil || v != 2 {
+		t.Fatalf("v = %d (%v), want 2: the silent transaction's write must have been rolled back", v, err)
 	}
 }
 
