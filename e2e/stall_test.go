@@ -28,7 +28,9 @@ import (
 //     until the coordinator commits a batch again, and until an admin's `helix tasklist
 //     put` (another writer of the revision row) gets through.
 //
-// HELIX_STALL_RUNS=n repeats each case n times (default 1) to show the spread.
+// HELIX_STALL_RUNS=n repeats each case n times (default 1) to show the spread;
+// HELIX_STALL_PROFILE=fast runs the nodes with --profile fast (lease 2s) instead of the
+// default timings (lease 6s).
 func TestStalledClientDoesNotStallCluster(t *testing.T) {
 	server := mysqltest.ServerDSN(t)
 	runs := 1
@@ -44,6 +46,9 @@ func TestStalledClientDoesNotStallCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := Default
+	if os.Getenv("HELIX_STALL_PROFILE") == "fast" {
+		p = Fast
+	}
 	bound := p.LeaseTTL + 2*time.Second
 	for _, c := range []struct {
 		name  string
