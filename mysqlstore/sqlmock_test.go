@@ -322,8 +322,7 @@ func TestMockApplyWritesAndCommits(t *testing.T) {
 	mock.ExpectExec("UPDATE helix_assignments a JOIN").
 		WithArgs("d", "t", 2, "w1", 1, 5, 1, "", 11, "default", 5, 5).WillReturnResult(sqlmock.NewResult(0, 1))
 	mock.ExpectExec("UPDATE helix_nodes SET assign_rev = assign_rev + 1 WHERE cluster = ? AND id IN (?, ?)").WithArgs("default", "w0", "w1").WillReturnResult(sqlmock.NewResult(0, 2))
-	mock.ExpectExec("UPDATE helix_revision SET revision = ?").WithArgs(11, "default").WillReturnResult(sqlmock.NewResult(0, 1))
-	mock.ExpectExec("UPDATE helix_leases SET last_batch").WillReturnResult(sqlmock.NewResult(0, 1))
+	mock.ExpectExec("UPDATE helix_revision r JOIN helix_leases l").WithArgs("coordinator", 11, fixedBatch, "default").WillReturnResult(sqlmock.NewResult(0, 2))
 	mock.ExpectCommit()
 	r, err := s.Apply(context.Background(), b)
 	if err != nil || r.Revision != 11 {
@@ -586,8 +585,7 @@ func TestMockApplyReleaseBumpsTarget(t *testing.T) {
 	mock.ExpectExec("UPDATE helix_assignments a JOIN").
 		WithArgs("d", "t", 2, "w1", 1, 4, 2, "w2", 11, "default", 5, 5).WillReturnResult(sqlmock.NewResult(0, 1))
 	mock.ExpectExec("UPDATE helix_nodes SET assign_rev = assign_rev + 1 WHERE cluster = ? AND id IN (?, ?)").WithArgs("default", "w1", "w2").WillReturnResult(sqlmock.NewResult(0, 2))
-	mock.ExpectExec("UPDATE helix_revision SET revision = ?").WithArgs(11, "default").WillReturnResult(sqlmock.NewResult(0, 1))
-	mock.ExpectExec("UPDATE helix_leases SET last_batch").WillReturnResult(sqlmock.NewResult(0, 1))
+	mock.ExpectExec("UPDATE helix_revision r JOIN helix_leases l").WithArgs("coordinator", 11, fixedBatch, "default").WillReturnResult(sqlmock.NewResult(0, 2))
 	mock.ExpectCommit()
 	if r, err := s.Apply(context.Background(), b); err != nil || r.Revision != 11 {
 		t.Fatalf("Apply: %+v, %v; want revision 11", r, err)

@@ -378,12 +378,15 @@ func (s *Store) applyTx(ctx context.Context, tx *sql.Tx, b engine.Batch, batchID
 			return engine.ApplyReply{}, err
 		}
 	}
+	// The batch marker, and the new revision with it in one statement: every round trip
+	// inside the transaction is time its locks are held.
 	if len(next) > 0 {
-		if err := setRevision(ctx, tx, s.cluster, rev); err != nil {
-			return engine.ApplyReply{}, err
-		}
+		_, err = tx.ExecContext(ctx, "UPDATE helix_revision r JOIN helix_leases l ON l.cluster = r.cluster AND l.lock_key = ? "+
+			"SET r.revision = ?, l.last_batch = ? WHERE r.cluster = ?", b.Fence.Key, rev, batchID, s.cluster)
+	} else {
+		_, err = tx.ExecContext(ctx, "UPDATE helix_leases SET last_batch = ? WHERE cluster = ? AND lock_key = ?", batchID, s.cluster, b.Fence.Key)
 	}
-	if _, err := tx.ExecContext(ctx, "UPDATE helix_leases SET last_batch = ? WHERE cluster = ? AND lock_key = ?", batchID, s.cluster, b.Fence.Key); err != nil {
+	if err != nil {
 		return engine.ApplyReply{}, err
 	}
 	return engine.ApplyReply{Reply: engine.Reply{Now: now}, Revision: rev}, nil
