@@ -416,10 +416,9 @@ func TestMockAckReleaseAmbiguousCommit(t *testing.T) {
 	expectRevisionLock(mock, 20)
 	mock.ExpectQuery("FROM helix_nodes").WillReturnRows(sqlmock.NewRows([]string{"id", "incarnation", "status", "age"}).AddRow("w1", 1, 0, 1000))
 	mock.ExpectQuery("FROM helix_assignments").WillReturnRows(sqlmock.NewRows(rowCols).AddRow("d", "t", 1, "w1", 1, 7, 2, "w2", 5, 19))
-	mock.ExpectExec("UPDATE helix_assignments SET state = 0").WithArgs(21, "default", "d", "t", 1).WillReturnResult(sqlmock.NewResult(0, 1))
-	// The owner and the target (the row stays on its way to w2) in one statement.
-	mock.ExpectExec("UPDATE helix_nodes SET assign_rev = assign_rev + 1 WHERE cluster = ? AND id IN (?, ?)").WithArgs("default", "w1", "w2").WillReturnResult(sqlmock.NewResult(0, 2))
-	mock.ExpectExec("UPDATE helix_revision").WithArgs(21, "default").WillReturnResult(sqlmock.NewResult(0, 1))
+	// The row, the revision, the owner and the target (the row stays on its way to w2)
+	// in one statement.
+	mock.ExpectExec("UPDATE helix_assignments a JOIN helix_revision r").WithArgs("w1", "w2", 21, 21, "default", "d", "t", 1).WillReturnResult(sqlmock.NewResult(0, 4))
 	mock.ExpectCommit().WillReturnError(mysql.ErrInvalidConn)
 	mock.ExpectQuery("SELECT revision FROM helix_assignments").WillReturnRows(sqlmock.NewRows([]string{"revision"}).AddRow(21))
 	if _, err := s.AckRelease(context.Background(), engine.Ack{Partition: p, Node: "w1", Incarnation: 1, Generation: 7}); err != nil {

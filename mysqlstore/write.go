@@ -604,20 +604,19 @@ func (s *Store) AckRelease(ctx context.Context, a engine.Ack) (engine.Reply, err
 				a.Partition, a.Node, a.Incarnation, a.Generation, r.State, r.Owner, r.Incarnation, r.Generation, engine.ErrConflict)
 		}
 		newRev = rev + 1
-		if _, err := tx.ExecContext(ctx, "UPDATE helix_assignments SET state = 0, owner_id = '', incarnation = 0, revision = ? WHERE cluster = ? AND domain = ? AND tasklist = ? AND part_no = ?",
-			newRev, s.cluster, a.Partition.Domain, a.Partition.TaskList, a.Partition.Partition); err != nil {
-			return err
-		}
-		// The owner loses the row; its target learns the release was acknowledged (the
-		// row stays on its way to it until assigned). One statement for both.
-		touched := map[string]bool{a.Node: true}
+		// One statement writes the row, the revision, and the nodes: the owner loses the
+		// row; its target learns the release was acknowledged (the row stays on its way
+		// to it until assigned). A multi-table UPDATE changes each matched row once.
+		nodes2 := []any{a.Node, a.Node}
 		if to := r.IncomingTo(); to != "" {
-			touched[to] = true
+			nodes2[1] = to
 		}
-		if err := s.updateNodes(ctx, tx, "assign_rev = assign_rev + 1", touched); err != nil {
-			return err
-		}
-		return setRevision(ctx, tx, s.cluster, newRev)
+		_, err = tx.ExecContext(ctx, "UPDATE helix_assignments a JOIN helix_revision r ON r.cluster = a.cluster "+
+			"JOIN helix_nodes n ON n.cluster = a.cluster AND n.id IN (?, ?) "+
+			"SET a.state = 0, a.owner_id = '', a.incarnation = 0, a.revision = ?, r.revision = ?, n.assign_rev = n.assign_rev + 1 "+
+			"WHERE a.cluster = ? AND a.domain = ? AND a.tasklist = ? AND a.part_no = ?",
+			nodes2[0], nodes2[1], newRev, newRev, s.cluster, a.Partition.Domain, a.Partition.TaskList, a.Partition.Partition)
+		return err
 	}, func(ctx context.Context) (bool, error) {
 		// Our write gave the row revision newRev; nobody else could give it that one.
 		var rev uint64
