@@ -241,6 +241,7 @@ func stallCoordinator(t *testing.T, ctx context.Context, c *Cluster, f fault) ti
 	mustPoll(t, ctx, c, "balance over n2, n3", 30*time.Second, func(cs helix.ClusterStatus) (bool, string) {
 		return Balanced(cs, []string{"n2", "n3"})
 	})
+	t.Logf("... every partition on n2, n3 and balanced %v after the stall (n1 declared dead after %v)", time.Since(t0).Round(time.Millisecond), c.Profile.DeadAfter)
 	return wrote
 }
 
@@ -296,5 +297,6 @@ func stallWorker(t *testing.T, ctx context.Context, c *Cluster, f fault) time.Du
 	mustPoll(t, ctx, c, "all partitions on n1, n3", 30*time.Second, func(cs helix.ClusterStatus) (bool, string) {
 		return Balanced(cs, []string{"n1", "n3"})
 	})
+	t.Logf("... every partition on n1, n3 and balanced %v after the stall (n2 declared dead after %v)", time.Since(t0).Round(time.Millisecond), c.Profile.DeadAfter)
 	return max(wrote, putTook)
 }
