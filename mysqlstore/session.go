@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -36,9 +37,12 @@ const (
 	// (Oracle MySQL): there the only way the server ends a silent session is to end any
 	// silent session, so the pool closes idle connections well before (PoolIdleTimeout).
 	IdleSessionTimeout = 3 * time.Second
-	// PoolIdleTimeout is how long Open's pool keeps a connection unused (below
-	// IdleSessionTimeout, so the pool, not the server, closes idle connections).
-	PoolIdleTimeout = time.Second
+	// PoolIdleTimeout is how long Open's pool keeps a connection unused where the
+	// session has the short wait_timeout: database/sql's cleaner closes it within about
+	// one more second, before the server would (IdleSessionTimeout), and a connection
+	// reused every heartbeat is never closed. On servers with an idle-in-transaction
+	// limit the pool keeps idle connections as long as it likes.
+	PoolIdleTimeout = 1500 * time.Millisecond
 	// StatementTimeout bounds one statement on the server (MariaDB max_statement_time,
 	// every statement; MySQL max_execution_time, SELECTs only): a statement whose client
 	// gave up (its deadline closed the connection) stops there instead of running on.
@@ -64,6 +68,9 @@ type sessionConnector struct {
 	inner driver.Connector
 	// fixed holds the variables the DSN sets itself: the operator's choice stands.
 	fixed map[string]bool
+	// shortWait: a connection got the short wait_timeout (the pool must close idle
+	// connections before the server does).
+	shortWait atomic.Bool
 }
 
 func (c *sessionConnector) Driver() driver.Driver { return c.inner.Driver() }
@@ -73,9 +80,15 @@ func (c *sessionConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := applySession(ctx, conn, c.fixed); err != nil {
+	set, err := applySession(ctx, conn, c.fixed)
+	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("setting the session's time limits: %w", err)
+	}
+	for _, a := range set {
+		if strings.HasPrefix(a, "wait_timeout ") {
+			c.shortWait.Store(true)
+		}
 	}
 	return conn, nil
 }
@@ -105,12 +118,12 @@ func sessionSettings(have, fixed map[string]bool) []string {
 }
 
 // applySession asks the server which of sessionVars it has (one round trip) and sets
-// the chosen limits for this session (one more).
-func applySession(ctx context.Context, conn driver.Conn, fixed map[string]bool) error {
+// the chosen limits for this session (one more); it returns the assignments it made.
+func applySession(ctx context.Context, conn driver.Conn, fixed map[string]bool) ([]string, error) {
 	q, ok1 := conn.(driver.QueryerContext)
 	x, ok2 := conn.(driver.ExecerContext)
 	if !ok1 || !ok2 {
-		return errors.New("driver connection cannot run statements")
+		return nil, errors.New("driver connection cannot run statements")
 	}
 	quoted := make([]string, len(sessionVars))
 	for i, v := range sessionVars {
@@ -118,7 +131,7 @@ func applySession(ctx context.Context, conn driver.Conn, fixed map[string]bool) 
 	}
 	rows, err := q.QueryContext(ctx, "SHOW SESSION VARIABLES WHERE Variable_name IN ("+strings.Join(quoted, ", ")+")", nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	have := map[string]bool{}
 	dest := make([]driver.Value, len(rows.Columns()))
@@ -129,7 +142,7 @@ func applySession(ctx context.Context, conn driver.Conn, fixed map[string]bool) 
 		}
 		if err != nil {
 			rows.Close()
-			return err
+			return nil, err
 		}
 		name := strings.ToLower(asString(dest[0]))
 		if slices.Contains(sessionVars, name) {
@@ -137,25 +150,33 @@ func applySession(ctx context.Context, conn driver.Conn, fixed map[string]bool) 
 		}
 	}
 	if err := rows.Close(); err != nil {
-		return err
+		return nil, err
 	}
 	set := sessionSettings(have, fixed)
 	if len(set) == 0 {
-		return nil
+		return nil, nil
 	}
 	_, err = x.ExecContext(ctx, "SET SESSION "+strings.Join(set, ", "), nil)
 	var me *mysql.MySQLError
 	if errors.As(err, &me) && me.Number == erUnknownSystemVariable {
 		// A server that lists a variable it then refuses (a proxy in front of another
 		// flavour): set what it takes, one at a time.
+		var took []string
 		for _, s := range set {
-			if _, err := x.ExecContext(ctx, "SET SESSION "+s, nil); err != nil && !(errors.As(err, &me) && me.Number == erUnknownSystemVariable) {
-				return err
+			_, err := x.ExecContext(ctx, "SET SESSION "+s, nil)
+			switch {
+			case err == nil:
+				took = append(took, s)
+			case !(errors.As(err, &me) && me.Number == erUnknownSystemVariable):
+				return nil, err
 			}
 		}
-		return nil
+		return took, nil
 	}
-	return err
+	if err != nil {
+		return nil, err
+	}
+	return set, nil
 }
 
 func asString(v driver.Value) string {

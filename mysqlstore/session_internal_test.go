@@ -1,12 +1,15 @@
 package mysqlstore
 
 import (
+	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/helixcoord/helix/mysqlstore/mysqltest"
 )
 
 func TestSessionSettingsByFlavour(t *testing.T) {
@@ -65,5 +68,27 @@ func TestParseDSNKeepAliveAndLockWait(t *testing.T) {
 	}
 	if unix.DialFunc != nil {
 		t.Fatal("ParseDSN set a TCP dialer on a unix socket")
+	}
+}
+
+// The pool must close idle connections itself exactly where the session got the short
+// wait_timeout (servers without idle_transaction_timeout); elsewhere it keeps them, so
+// that a node does not reconnect every second.
+func TestShortWaitOnlyWithoutIdleTransactionTimeout(t *testing.T) {
+	dsn := mysqltest.DSN(t)
+	conn, _, err := Connector(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := sql.OpenDB(conn)
+	defer db.Close()
+	var name, v string
+	err = db.QueryRow("SHOW SESSION VARIABLES WHERE Variable_name = 'idle_transaction_timeout'").Scan(&name, &v)
+	hasIdle := err == nil
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		t.Fatal(err)
+	}
+	if got := conn.(*sessionConnector).shortWait.Load(); got == hasIdle {
+		t.Fatalf("shortWait = %v on a server with idle_transaction_timeout %v", got, hasIdle)
 	}
 }

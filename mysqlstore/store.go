@@ -125,7 +125,8 @@ func redactMessage(msg, dsn string) string {
 // session time limits (IdleInTransactionTimeout or IdleSessionTimeout, StatementTimeout;
 // see applySession), and a name for the server without the password
 // (user@net(addr)/db), for callers that wrap the driver (instrumentation) before
-// sql.OpenDB and New. Such callers should also bound the pool's idle time as Open does
+// sql.OpenDB and New. On a server without idle_transaction_timeout (Oracle MySQL) such
+// callers should also bound the pool's idle time as Open does
 // (db.SetConnMaxIdleTime(PoolIdleTimeout)).
 func Connector(dsn string) (driver.Connector, string, error) {
 	conn, name, err := plainConnector(dsn)
@@ -177,7 +178,6 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("mysqlstore: open: %w", err)
 	}
 	db := sql.OpenDB(conn)
-	db.SetConnMaxIdleTime(PoolIdleTimeout)
 	if opts.Name == "" {
 		opts.Name = name
 	}
@@ -189,6 +189,12 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err := CheckSchema(ctx, db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("mysqlstore: open %s: %w", opts.Name, err)
+	}
+	if sc, ok := conn.(*sessionConnector); ok && sc.shortWait.Load() {
+		// The server ends any session idle IdleSessionTimeout (no idle-in-transaction
+		// limit there): the pool closes idle connections first. CheckSchema connected, so
+		// the flavour is known.
+		db.SetConnMaxIdleTime(PoolIdleTimeout)
 	}
 	return s, nil
 }
