@@ -79,7 +79,8 @@
 // A client that stalls inside a transaction (frozen process, cut network, a connection
 // whose FIN never reached the server) holds its row locks as long as the server keeps
 // its session. Open's connections therefore carry session time limits, chosen by what
-// the server has (asked once per connection, so a SET never names a variable Oracle
+// the server has (asked on the first connection; later ones set the same in the driver's
+// own SET, and a refusal makes it ask again — so a SET never names a variable Oracle
 // MySQL lacks): MariaDB's idle_transaction_timeout (IdleInTransactionTimeout) or, where
 // there is none, wait_timeout (IdleSessionTimeout, with the pool closing idle
 // connections first); MariaDB's max_statement_time or MySQL's max_execution_time

@@ -63,11 +63,17 @@ func dialKeepAlive(ctx context.Context, network, addr string) (net.Conn, error) 
 // sessionVars are the server variables applySession may set, by name.
 var sessionVars = []string{"idle_transaction_timeout", "max_statement_time", "max_execution_time", "wait_timeout"}
 
-// sessionConnector runs applySession on every connection its inner connector opens.
+// sessionConnector gives every connection the session limits. The first connection
+// asks the server which variables it has (applySession: two round trips); later ones
+// are opened by a connector whose DSN parameters carry the chosen assignments, so the
+// driver sets them in the one SET it sends anyway.
 type sessionConnector struct {
-	inner driver.Connector
+	cfg   *mysql.Config    // ParseDSN's result
+	inner driver.Connector // cfg as is
 	// fixed holds the variables the DSN sets itself: the operator's choice stands.
 	fixed map[string]bool
+	// tuned is cfg with the chosen assignments among its parameters, once known.
+	tuned atomic.Pointer[driver.Connector]
 	// shortWait: a connection got the short wait_timeout (the pool must close idle
 	// connections before the server does).
 	shortWait atomic.Bool
@@ -76,6 +82,16 @@ type sessionConnector struct {
 func (c *sessionConnector) Driver() driver.Driver { return c.inner.Driver() }
 
 func (c *sessionConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	if tc := c.tuned.Load(); tc != nil {
+		conn, err := (*tc).Connect(ctx)
+		var me *mysql.MySQLError
+		if !(errors.As(err, &me) && me.Number == erUnknownSystemVariable) {
+			return conn, err
+		}
+		// The server no longer has a variable it had (a failover to another flavour):
+		// ask again.
+		c.tuned.CompareAndSwap(tc, nil)
+	}
 	conn, err := c.inner.Connect(ctx)
 	if err != nil {
 		return nil, err
@@ -85,10 +101,16 @@ func (c *sessionConnector) Connect(ctx context.Context) (driver.Conn, error) {
 		conn.Close()
 		return nil, fmt.Errorf("setting the session's time limits: %w", err)
 	}
+	cfg := c.cfg.Clone()
 	for _, a := range set {
-		if strings.HasPrefix(a, "wait_timeout ") {
+		name, v, _ := strings.Cut(a, " = ")
+		cfg.Params[name] = v
+		if name == "wait_timeout" {
 			c.shortWait.Store(true)
 		}
+	}
+	if tc, err := mysql.NewConnector(cfg); err == nil {
+		c.tuned.Store(&tc)
 	}
 	return conn, nil
 }

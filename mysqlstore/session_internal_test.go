@@ -1,6 +1,7 @@
 package mysqlstore
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -90,5 +91,66 @@ func TestShortWaitOnlyWithoutIdleTransactionTimeout(t *testing.T) {
 	}
 	if got := conn.(*sessionConnector).shortWait.Load(); got == hasIdle {
 		t.Fatalf("shortWait = %v on a server with idle_transaction_timeout %v", got, hasIdle)
+	}
+}
+
+// Later connections get the limits from the tuned connector (no extra round trips), and
+// a tuned connector the server refuses (error 1193: it lacks a variable it had) is
+// dropped and the server asked again.
+func TestTunedConnectorCarriesTheLimits(t *testing.T) {
+	dsn := mysqltest.DSN(t)
+	conn, _, err := Connector(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := conn.(*sessionConnector)
+	db := sql.OpenDB(conn)
+	defer db.Close()
+	ctx := context.Background()
+	want := func(c *sql.Conn) {
+		t.Helper()
+		var lw int
+		var stmt float64
+		q := "SELECT @@SESSION.innodb_lock_wait_timeout, @@SESSION.max_statement_time"
+		if err := c.QueryRowContext(ctx, "SELECT 1 FROM DUAL WHERE @@version LIKE '%MariaDB%'").Scan(new(int)); errors.Is(err, sql.ErrNoRows) {
+			q = "SELECT @@SESSION.innodb_lock_wait_timeout, @@SESSION.max_execution_time / 1000"
+		}
+		if err := c.QueryRowContext(ctx, q).Scan(&lw, &stmt); err != nil {
+			t.Fatal(err)
+		}
+		if lw != 1 || stmt != StatementTimeout.Seconds() {
+			t.Fatalf("lock wait %d, statement limit %vs; want 1, %v", lw, stmt, StatementTimeout.Seconds())
+		}
+	}
+	var conns []*sql.Conn
+	for range 3 { // held at once: three physical connections
+		c, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want(c)
+		conns = append(conns, c)
+	}
+	if sc.tuned.Load() == nil {
+		t.Fatal("no tuned connector after the first connection")
+	}
+	// A tuned connector that names a variable the server lacks.
+	cfg := sc.cfg.Clone()
+	cfg.Params["helix_no_such_variable"] = "1"
+	bad, err := mysql.NewConnector(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.tuned.Store(&bad)
+	c, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatalf("a connection after the server refused the tuned parameters: %v", err)
+	}
+	want(c)
+	if p := sc.tuned.Load(); p == nil || *p == bad {
+		t.Fatal("the refused tuned connector was kept")
+	}
+	for _, c := range append(conns, c) {
+		c.Close()
 	}
 }

@@ -138,7 +138,7 @@ func Connector(dsn string) (driver.Connector, string, error) {
 	for k := range cfg.Params {
 		fixed[strings.ToLower(k)] = true
 	}
-	return &sessionConnector{inner: conn, fixed: fixed}, name, nil
+	return &sessionConnector{cfg: cfg, inner: conn, fixed: fixed}, name, nil
 }
 
 // plainConnector is Connector without the session time limits: for migrations, whose
