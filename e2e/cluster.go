@@ -23,6 +23,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -200,6 +201,13 @@ func (p *Proc) Kill() error {
 // Term sends SIGTERM.
 func (p *Proc) Term() error { return p.cmd.Process.Signal(syscall.SIGTERM) }
 
+// Stop freezes the process (SIGSTOP): its connections stay open, its kernel still
+// acknowledges packets, and it says nothing — as in a long GC or VM pause.
+func (p *Proc) Stop() error { return p.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Cont resumes a stopped process (SIGCONT).
+func (p *Proc) Cont() error { return p.cmd.Process.Signal(syscall.SIGCONT) }
+
 // Wait waits up to d for the process to exit and returns its exit error.
 func (p *Proc) Wait(d time.Duration) error {
 	select {
@@ -230,6 +238,7 @@ func (c *Cluster) Shutdown(d time.Duration) error {
 	procs := c.Procs()
 	for _, p := range procs {
 		if p.Running() {
+			_ = p.Cont() // a stopped process would never see the SIGTERM
 			_ = p.Term()
 		}
 	}
@@ -475,12 +484,27 @@ func Overlaps(ivs []Interval) []string {
 // Proxy forwards TCP connections to a backend until Cut: then it stops forwarding on
 // every connection (a black hole: packets vanish, nothing is refused or reset) and
 // holds new connections the same way, until Heal closes the held ones.
+//
+// It reads the MySQL protocol's command packets on the way to the server, so that a
+// fault can be armed on a statement (Arm): a frozen or cut-off client at the worst
+// moment, right after the server locked rows for it.
 type Proxy struct {
 	ln      net.Listener
 	backend string
 	mu      sync.Mutex
 	cut     bool
+	// loseFIN: while cut, a connection that one side closes stays open on the other
+	// (the FIN is lost in the black hole too), so the server keeps the session.
+	loseFIN bool
 	conns   map[net.Conn]struct{}
+	trigger *trigger
+}
+
+// trigger is a one-shot fault: fire runs when the server starts answering the first
+// statement that match accepts.
+type trigger struct {
+	match func(query string) bool
+	fire  func()
 }
 
 // NewProxy listens on 127.0.0.1:0 and forwards to backend (host:port).
@@ -514,6 +538,24 @@ func (p *Proxy) Cut() {
 	p.mu.Unlock()
 }
 
+// LoseFIN makes the black hole swallow connection closes too: a client that gives up on
+// a connection during the cut leaves the server's side of it open until Heal.
+func (p *Proxy) LoseFIN() {
+	p.mu.Lock()
+	p.loseFIN = true
+	p.mu.Unlock()
+}
+
+// Arm sets a one-shot fault: fire runs (once, in the proxy) when the server begins to
+// answer the first client statement (COM_QUERY; the store interpolates its parameters)
+// whose text match accepts — after the server ran it, so its row locks are held, and
+// before the client sees the answer.
+func (p *Proxy) Arm(match func(query string) bool, fire func()) {
+	p.mu.Lock()
+	p.trigger = &trigger{match: match, fire: fire}
+	p.mu.Unlock()
+}
+
 // Heal ends the black hole: connections held during it are closed (their client sees
 // them fail and reconnects); new ones are forwarded again.
 func (p *Proxy) Heal() {
@@ -529,6 +571,18 @@ func (p *Proxy) isCut() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.cut
+}
+
+// takeTrigger disarms and returns the armed trigger if query matches it.
+func (p *Proxy) takeTrigger(query string) *trigger {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.trigger == nil || !p.trigger.match(query) {
+		return nil
+	}
+	t := p.trigger
+	p.trigger = nil
+	return t
 }
 
 func (p *Proxy) track(c net.Conn, add bool) {
@@ -553,31 +607,92 @@ func (p *Proxy) accept() {
 
 func (p *Proxy) serve(client net.Conn) {
 	p.track(client, true)
-	defer p.track(client, false)
-	defer client.Close()
 	if p.isCut() {
 		// Hold the connection without a word until Heal closes it.
 		_, _ = io.Copy(io.Discard, client)
+		p.release(client)
 		return
 	}
 	server, err := net.Dial("tcp", p.backend)
 	if err != nil {
+		p.release(client)
 		return
 	}
 	p.track(server, true)
-	defer p.track(server, false)
-	defer server.Close()
+	var armed atomic.Pointer[trigger] // matched, waiting for the server's answer
 	done := make(chan struct{}, 2)
-	go func() { p.pipe(server, client); done <- struct{}{} }()
-	go func() { p.pipe(client, server); done <- struct{}{} }()
+	go func() { p.pipeQueries(server, client, &armed); done <- struct{}{} }()
+	go func() { p.pipeReplies(client, server, &armed); done <- struct{}{} }()
 	<-done
+	p.mu.Lock()
+	hold := p.cut && p.loseFIN
+	p.mu.Unlock()
+	if hold {
+		return // both ends stay open (and tracked) until Heal or Close
+	}
+	p.release(client)
+	p.release(server)
 }
 
-// pipe copies src to dst, discarding instead of forwarding while cut.
-func (p *Proxy) pipe(dst, src net.Conn) {
+func (p *Proxy) release(c net.Conn) {
+	c.Close()
+	p.track(c, false)
+}
+
+// pipeReplies copies the server's bytes to the client, discarding them while cut; an
+// armed trigger fires before the first bytes of the answer are passed on.
+func (p *Proxy) pipeReplies(dst, src net.Conn, armed *atomic.Pointer[trigger]) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
+		if n > 0 {
+			if t := armed.Swap(nil); t != nil {
+				t.fire()
+			}
+			if !p.isCut() {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// pipeQueries copies the client's bytes to the server, discarding them while cut. It
+// follows the stream's packets (3-byte length, sequence number, payload) on the side and
+// arms the connection when a command packet (sequence 0) is a COM_QUERY whose text
+// matches the proxy's trigger; each chunk is examined before it is passed on, so the
+// trigger is armed before the server can answer. A stream that is not MySQL (a packet
+// longer than maxPacket) is only copied.
+func (p *Proxy) pipeQueries(dst, src net.Conn, armed *atomic.Pointer[trigger]) {
+	const comQuery, maxPacket = 0x03, 1 << 20
+	buf := make([]byte, 32<<10)
+	var pending []byte
+	parsing := true
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && parsing {
+			pending = append(pending, buf[:n]...)
+			for len(pending) >= 4 {
+				size := int(pending[0]) | int(pending[1])<<8 | int(pending[2])<<16
+				if size > maxPacket {
+					parsing, pending = false, nil
+					break
+				}
+				if len(pending) < 4+size {
+					break
+				}
+				if pending[3] == 0 && size > 0 && pending[4] == comQuery {
+					if t := p.takeTrigger(string(pending[5 : 4+size])); t != nil {
+						armed.Store(t)
+					}
+				}
+				pending = pending[4+size:]
+			}
+		}
 		if n > 0 && !p.isCut() {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return

@@ -44,13 +44,15 @@
 //
 // # Fencing
 //
-// Apply runs in one transaction that first reads the fencing lease row with SELECT … FOR
+// Apply runs in one transaction that reads the fencing lease row with SELECT … FOR
 // UPDATE (a plain read would see a snapshot): a missing, inactive, expired (server time)
 // or different epoch fails the whole batch with engine.ErrFenced and nothing is written.
 // Rows record the epoch that wrote them; a lower epoch is refused (ErrFenced). Writers
-// of assignment rows lock the cluster's revision row next, which serialises them and
-// orders their locks, so they cannot deadlock with each other. Changes are written with
-// multi-row statements.
+// of assignment rows lock the cluster's revision row first, which serialises them and
+// orders their locks, so they cannot deadlock with each other; Apply takes it before
+// the lease row, so that a batch queued behind another writer never holds the lease row
+// (and so never delays the coordinator's renewals). Changes are written with multi-row
+// statements.
 //
 // # Errors and retries
 //
@@ -67,7 +69,22 @@
 // # DSN
 //
 // ParseDSN applies defaults the store depends on (clientFoundRows, rejectReadOnly,
-// parseTime, UTC, interpolateParams so that a statement is one round trip) and sensible
-// ones the caller may override (connect/read/write timeouts, innodb_lock_wait_timeout=2
-// for the session). TLS is configured in the DSN as usual (tls=true, tls=custom, …).
+// parseTime, UTC, interpolateParams so that a statement is one round trip, TCP
+// keepalive) and sensible ones the caller may override (connect/read/write timeouts,
+// innodb_lock_wait_timeout=1 for the session). TLS is configured in the DSN as usual
+// (tls=true, tls=custom, …).
+//
+// # Stalled clients
+//
+// A client that stalls inside a transaction (frozen process, cut network, a connection
+// whose FIN never reached the server) holds its row locks as long as the server keeps
+// its session. Open's connections therefore carry session time limits, chosen by what
+// the server has (asked on the first connection; later ones set the same in the driver's
+// own SET, and a refusal makes it ask again — so a SET never names a variable Oracle
+// MySQL lacks): MariaDB's idle_transaction_timeout (IdleInTransactionTimeout) or, where
+// there is none, wait_timeout (IdleSessionTimeout, with the pool closing idle
+// connections first); MariaDB's max_statement_time or MySQL's max_execution_time
+// (StatementTimeout). A variable the DSN sets itself is left as the DSN says. The server
+// rolls back what such a limit cuts short; the store classifies those errors (1927,
+// 1969, 3024, 4031) as retryable. Migrations (OpenDB) run without these limits.
 package mysqlstore

@@ -30,6 +30,12 @@ const (
 	erServerShutdown    = 1053 // ER_SERVER_SHUTDOWN
 	erConCount          = 1040 // ER_CON_COUNT_ERROR (too many connections)
 	erLockAbortedDeadlk = 1614 // ER_XA_RBDEADLOCK
+
+	erUnknownSystemVariable = 1193 // ER_UNKNOWN_SYSTEM_VARIABLE (a SET of a variable this flavour lacks)
+	erStatementTimeout      = 1969 // ER_STATEMENT_TIMEOUT (MariaDB max_statement_time)
+	erQueryTimeout          = 3024 // ER_QUERY_TIMEOUT (MySQL max_execution_time)
+	erConnectionKilled      = 1927 // ER_CONNECTION_KILLED (MariaDB: idle_transaction_timeout, KILL)
+	erClientInactivity      = 4031 // ER_CLIENT_INTERACTION_TIMEOUT (MySQL: wait_timeout)
 )
 
 // ErrSchema: the database has no helix schema (or a broken one). Fatal: run `helix migrate`.
@@ -45,14 +51,17 @@ func errUnavailable(detail string) error {
 var errDuplicate = errors.New("duplicate key")
 
 // retryable reports whether err is certain to have changed nothing and may be retried:
-// deadlock, lock wait timeout (the statement was rolled back and so is our transaction,
-// which we roll back), and connection errors raised before a commit was sent (the server
-// rolls back an open transaction when its connection dies).
+// deadlock, lock wait timeout, a statement stopped by the session's time limit (the
+// statement was rolled back and so is our transaction, which we roll back), the server
+// closing a session it found idle (it rolled the transaction back), and connection
+// errors raised before a commit was sent (the server rolls back an open transaction when
+// its connection dies).
 func retryable(err error) bool {
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
 		switch me.Number {
-		case erLockDeadlock, erLockWaitTimeout, erLockAbortedDeadlk, erConCount, erServerShutdown:
+		case erLockDeadlock, erLockWaitTimeout, erLockAbortedDeadlk, erConCount, erServerShutdown,
+			erStatementTimeout, erQueryTimeout, erConnectionKilled, erClientInactivity:
 			return true
 		}
 		return false

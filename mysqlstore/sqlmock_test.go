@@ -74,8 +74,8 @@ func expectRevisionLock(mock sqlmock.Sqlmock, rev uint64) {
 // expectEmptyBatchTx is the whole transaction of a fenced batch with no changes.
 func expectEmptyBatchTx(mock sqlmock.Sqlmock, commitErr error) {
 	mock.ExpectBegin()
-	expectFence(mock, 5, 1, 1)
 	expectRevisionLock(mock, 10)
+	expectFence(mock, 5, 1, 1)
 	mock.ExpectExec("UPDATE helix_leases SET last_batch = ?").WithArgs(fixedBatch, "default", "coordinator").WillReturnResult(sqlmock.NewResult(0, 1))
 	if commitErr != nil {
 		mock.ExpectCommit().WillReturnError(commitErr)
@@ -106,7 +106,6 @@ func TestMockApplyLockWaitTimeoutRetried(t *testing.T) {
 	fixBatchID(t)
 	s, mock := newMock(t)
 	mock.ExpectBegin()
-	expectFence(mock, 5, 1, 1)
 	mock.ExpectQuery("SELECT revision, ").WillReturnError(lockWait)
 	mock.ExpectRollback()
 	expectEmptyBatchTx(mock, nil)
@@ -119,8 +118,8 @@ func TestMockApplyLostConnectionBeforeCommitRetried(t *testing.T) {
 	fixBatchID(t)
 	s, mock := newMock(t)
 	mock.ExpectBegin()
-	expectFence(mock, 5, 1, 1)
 	expectRevisionLock(mock, 10)
+	expectFence(mock, 5, 1, 1)
 	mock.ExpectExec("UPDATE helix_leases SET last_batch").WillReturnError(mysql.ErrInvalidConn)
 	mock.ExpectRollback()
 	expectEmptyBatchTx(mock, nil)
@@ -188,8 +187,8 @@ func TestMockApplyReadOnlyRolledBack(t *testing.T) {
 	fixBatchID(t)
 	s, mock := newMock(t)
 	mock.ExpectBegin()
-	expectFence(mock, 5, 1, 1)
 	expectRevisionLock(mock, 10)
+	expectFence(mock, 5, 1, 1)
 	mock.ExpectExec("UPDATE helix_leases SET last_batch").WillReturnError(readOnlyTrx)
 	mock.ExpectRollback()
 	_, err := s.Apply(context.Background(), emptyBatch)
@@ -211,6 +210,7 @@ func TestMockApplyFencedRolledBack(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			s, mock := newMock(t)
 			mock.ExpectBegin()
+			expectRevisionLock(mock, 10)
 			expectFence(mock, c.epoch, c.status, c.alive)
 			mock.ExpectRollback()
 			b := engine.Batch{Fence: engine.Fence{Key: "coordinator", Epoch: 5},
@@ -223,6 +223,7 @@ func TestMockApplyFencedRolledBack(t *testing.T) {
 	t.Run("no lease row", func(t *testing.T) {
 		s, mock := newMock(t)
 		mock.ExpectBegin()
+		expectRevisionLock(mock, 10)
 		mock.ExpectQuery("FOR UPDATE").WillReturnRows(sqlmock.NewRows([]string{"epoch", "status", "live", "now"}))
 		mock.ExpectRollback()
 		if _, err := s.Apply(context.Background(), emptyBatch); !errors.Is(err, engine.ErrFenced) {
@@ -240,8 +241,8 @@ func TestMockApplyConflictRolledBack(t *testing.T) {
 	t.Run("row revision moved", func(t *testing.T) {
 		s, mock := newMock(t)
 		mock.ExpectBegin()
-		expectFence(mock, 5, 1, 1)
 		expectRevisionLock(mock, 10)
+		expectFence(mock, 5, 1, 1)
 		mock.ExpectQuery("FROM helix_assignments WHERE cluster = ? AND ((domain = ? AND tasklist = ? AND part_no IN (?))) FOR UPDATE").
 			WithArgs("default", "d", "t", 2).
 			WillReturnRows(sqlmock.NewRows(rowCols).AddRow("d", "t", 2, "", 0, 4, 0, "", 4, 9))
@@ -257,8 +258,8 @@ func TestMockApplyConflictRolledBack(t *testing.T) {
 	t.Run("row written by a later epoch", func(t *testing.T) {
 		s, mock := newMock(t)
 		mock.ExpectBegin()
-		expectFence(mock, 5, 1, 1)
 		expectRevisionLock(mock, 10)
+		expectFence(mock, 5, 1, 1)
 		mock.ExpectQuery("FROM helix_assignments").
 			WillReturnRows(sqlmock.NewRows(rowCols).AddRow("d", "t", 2, "", 0, 4, 0, "", 6, 3))
 		mock.ExpectRollback()
@@ -271,8 +272,8 @@ func TestMockApplyConflictRolledBack(t *testing.T) {
 		b := engine.Batch{Fence: engine.Fence{Key: "coordinator", Epoch: 5}, DeadAfter: 5 * time.Second,
 			Dead: []engine.DeadNode{{ID: "w1", Incarnation: 1}}}
 		mock.ExpectBegin()
-		expectFence(mock, 5, 1, 1)
 		expectRevisionLock(mock, 10)
+		expectFence(mock, 5, 1, 1)
 		mock.ExpectQuery("FROM helix_nodes").
 			WillReturnRows(sqlmock.NewRows([]string{"id", "incarnation", "status", "age"}).AddRow("w1", 1, 0, 300_000)) // 300 ms old
 		mock.ExpectRollback()
@@ -285,8 +286,8 @@ func TestMockApplyConflictRolledBack(t *testing.T) {
 		fixBatchID(t)
 		s, mock := newMock(t)
 		mock.ExpectBegin()
-		expectFence(mock, 5, 1, 1)
 		expectRevisionLock(mock, 10)
+		expectFence(mock, 5, 1, 1)
 		mock.ExpectQuery("FROM helix_assignments").
 			WillReturnRows(sqlmock.NewRows(rowCols).AddRow("d", "t", 2, "", 0, 4, 0, "", 4, 3))
 		mock.ExpectQuery("FROM helix_nodes").
@@ -310,8 +311,8 @@ func TestMockApplyWritesAndCommits(t *testing.T) {
 		Dead:    []engine.DeadNode{{ID: "w0", Incarnation: 2}},
 		Changes: []engine.Change{{Kind: engine.ChangeAssign, Partition: p, Revision: 3, Owner: "w1", Incarnation: 1}}}
 	mock.ExpectBegin()
-	expectFence(mock, 5, 1, 1)
 	expectRevisionLock(mock, 10)
+	expectFence(mock, 5, 1, 1)
 	mock.ExpectQuery("FROM helix_assignments").
 		WillReturnRows(sqlmock.NewRows(rowCols).AddRow("d", "t", 2, "w0", 2, 4, 1, "", 4, 3))
 	mock.ExpectQuery("FROM helix_nodes WHERE cluster = ? AND id IN (?, ?) FOR UPDATE").WithArgs("default", "w0", "w1").
@@ -321,8 +322,7 @@ func TestMockApplyWritesAndCommits(t *testing.T) {
 	mock.ExpectExec("UPDATE helix_assignments a JOIN").
 		WithArgs("d", "t", 2, "w1", 1, 5, 1, "", 11, "default", 5, 5).WillReturnResult(sqlmock.NewResult(0, 1))
 	mock.ExpectExec("UPDATE helix_nodes SET assign_rev = assign_rev + 1 WHERE cluster = ? AND id IN (?, ?)").WithArgs("default", "w0", "w1").WillReturnResult(sqlmock.NewResult(0, 2))
-	mock.ExpectExec("UPDATE helix_revision SET revision = ?").WithArgs(11, "default").WillReturnResult(sqlmock.NewResult(0, 1))
-	mock.ExpectExec("UPDATE helix_leases SET last_batch").WillReturnResult(sqlmock.NewResult(0, 1))
+	mock.ExpectExec("UPDATE helix_revision r JOIN helix_leases l").WithArgs("coordinator", 11, fixedBatch, "default").WillReturnResult(sqlmock.NewResult(0, 2))
 	mock.ExpectCommit()
 	r, err := s.Apply(context.Background(), b)
 	if err != nil || r.Revision != 11 {
@@ -419,10 +419,9 @@ func TestMockAckReleaseAmbiguousCommit(t *testing.T) {
 	expectRevisionLock(mock, 20)
 	mock.ExpectQuery("FROM helix_nodes").WillReturnRows(sqlmock.NewRows([]string{"id", "incarnation", "status", "age"}).AddRow("w1", 1, 0, 1000))
 	mock.ExpectQuery("FROM helix_assignments").WillReturnRows(sqlmock.NewRows(rowCols).AddRow("d", "t", 1, "w1", 1, 7, 2, "w2", 5, 19))
-	mock.ExpectExec("UPDATE helix_assignments SET state = 0").WithArgs(21, "default", "d", "t", 1).WillReturnResult(sqlmock.NewResult(0, 1))
-	// The owner and the target (the row stays on its way to w2) in one statement.
-	mock.ExpectExec("UPDATE helix_nodes SET assign_rev = assign_rev + 1 WHERE cluster = ? AND id IN (?, ?)").WithArgs("default", "w1", "w2").WillReturnResult(sqlmock.NewResult(0, 2))
-	mock.ExpectExec("UPDATE helix_revision").WithArgs(21, "default").WillReturnResult(sqlmock.NewResult(0, 1))
+	// The row, the revision, the owner and the target (the row stays on its way to w2)
+	// in one statement.
+	mock.ExpectExec("UPDATE helix_assignments a JOIN helix_revision r").WithArgs("w1", "w2", 21, 21, "default", "d", "t", 1).WillReturnResult(sqlmock.NewResult(0, 4))
 	mock.ExpectCommit().WillReturnError(mysql.ErrInvalidConn)
 	mock.ExpectQuery("SELECT revision FROM helix_assignments").WillReturnRows(sqlmock.NewRows([]string{"revision"}).AddRow(21))
 	if _, err := s.AckRelease(context.Background(), engine.Ack{Partition: p, Node: "w1", Incarnation: 1, Generation: 7}); err != nil {
@@ -579,8 +578,8 @@ func TestMockApplyReleaseBumpsTarget(t *testing.T) {
 	b := engine.Batch{Fence: engine.Fence{Key: "coordinator", Epoch: 5},
 		Changes: []engine.Change{{Kind: engine.ChangeRelease, Partition: p, Revision: 3, Target: "w2"}}}
 	mock.ExpectBegin()
-	expectFence(mock, 5, 1, 1)
 	expectRevisionLock(mock, 10)
+	expectFence(mock, 5, 1, 1)
 	mock.ExpectQuery("FROM helix_assignments").
 		WillReturnRows(sqlmock.NewRows(rowCols).AddRow("d", "t", 2, "w1", 1, 4, 1, "", 4, 3))
 	mock.ExpectQuery("FROM helix_nodes WHERE cluster = ? AND id IN (?) FOR UPDATE").WithArgs("default", "w1").
@@ -588,8 +587,7 @@ func TestMockApplyReleaseBumpsTarget(t *testing.T) {
 	mock.ExpectExec("UPDATE helix_assignments a JOIN").
 		WithArgs("d", "t", 2, "w1", 1, 4, 2, "w2", 11, "default", 5, 5).WillReturnResult(sqlmock.NewResult(0, 1))
 	mock.ExpectExec("UPDATE helix_nodes SET assign_rev = assign_rev + 1 WHERE cluster = ? AND id IN (?, ?)").WithArgs("default", "w1", "w2").WillReturnResult(sqlmock.NewResult(0, 2))
-	mock.ExpectExec("UPDATE helix_revision SET revision = ?").WithArgs(11, "default").WillReturnResult(sqlmock.NewResult(0, 1))
-	mock.ExpectExec("UPDATE helix_leases SET last_batch").WillReturnResult(sqlmock.NewResult(0, 1))
+	mock.ExpectExec("UPDATE helix_revision r JOIN helix_leases l").WithArgs("coordinator", 11, fixedBatch, "default").WillReturnResult(sqlmock.NewResult(0, 2))
 	mock.ExpectCommit()
 	if r, err := s.Apply(context.Background(), b); err != nil || r.Revision != 11 {
 		t.Fatalf("Apply: %+v, %v; want revision 11", r, err)

@@ -7,6 +7,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -43,10 +44,11 @@ var _ engine.Store = (*Store)(nil)
 // ParseDSN parses dsn and applies the store's defaults: clientFoundRows (an unchanged
 // row still counts as matched), rejectReadOnly (never write to a demoted primary),
 // parseTime, loc=UTC, interpolateParams (one round trip per statement; values are still
-// passed separately from the SQL and escaped by the driver), and, unless the DSN sets
-// them, timeout=5s, readTimeout=30s, writeTimeout=30s, and innodb_lock_wait_timeout=2
-// for the session (a lock wait fails fast and is retried instead of outliving the
-// caller's deadline).
+// passed separately from the SQL and escaped by the driver), TCP keepalive on the
+// connections it dials (see keepAlive; unless the DSN names its own registered network),
+// and, unless the DSN sets them, timeout=5s, readTimeout=30s, writeTimeout=30s, and
+// innodb_lock_wait_timeout=1 for the session (LockWaitTimeout: a lock wait fails fast and
+// is retried instead of outliving the caller's deadline).
 func ParseDSN(dsn string) (*mysql.Config, error) {
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
@@ -71,7 +73,10 @@ func ParseDSN(dsn string) (*mysql.Config, error) {
 		cfg.Params = map[string]string{}
 	}
 	if _, ok := cfg.Params["innodb_lock_wait_timeout"]; !ok {
-		cfg.Params["innodb_lock_wait_timeout"] = "2"
+		cfg.Params["innodb_lock_wait_timeout"] = strconv.Itoa(int(LockWaitTimeout / time.Second))
+	}
+	if cfg.DialFunc == nil && (cfg.Net == "tcp" || cfg.Net == "tcp4" || cfg.Net == "tcp6") {
+		cfg.DialFunc = dialKeepAlive
 	}
 	return cfg, nil
 }
@@ -116,9 +121,29 @@ func redactMessage(msg, dsn string) string {
 	return msg
 }
 
-// Connector returns a driver.Connector for dsn with ParseDSN's defaults, and a name for
-// the server without the password (user@net(addr)/db), for callers that wrap the driver (instrumentation) before sql.OpenDB.
+// Connector returns a driver.Connector for dsn with ParseDSN's defaults and the store's
+// session time limits (IdleInTransactionTimeout or IdleSessionTimeout, StatementTimeout;
+// see applySession), and a name for the server without the password
+// (user@net(addr)/db), for callers that wrap the driver (instrumentation) before
+// sql.OpenDB and New. On a server without idle_transaction_timeout (Oracle MySQL) such
+// callers should also bound the pool's idle time as Open does
+// (db.SetConnMaxIdleTime(PoolIdleTimeout)).
 func Connector(dsn string) (driver.Connector, string, error) {
+	conn, name, err := plainConnector(dsn)
+	if err != nil {
+		return nil, name, err
+	}
+	cfg, _ := ParseDSN(dsn) // parsed once already
+	fixed := map[string]bool{}
+	for k := range cfg.Params {
+		fixed[strings.ToLower(k)] = true
+	}
+	return &sessionConnector{cfg: cfg, inner: conn, fixed: fixed}, name, nil
+}
+
+// plainConnector is Connector without the session time limits: for migrations, whose
+// DDL and GET_LOCK waits may rightly take longer than any statement of the store.
+func plainConnector(dsn string) (driver.Connector, string, error) {
 	cfg, err := ParseDSN(dsn)
 	if err != nil {
 		return nil, "<invalid DSN>", err
@@ -136,9 +161,9 @@ func shortName(cfg *mysql.Config) string {
 }
 
 // OpenDB opens a *sql.DB for dsn with ParseDSN's defaults, without checking the schema
-// (for Migrate and fence-bump).
+// and without the store's session time limits (for Migrate).
 func OpenDB(dsn string) (*sql.DB, string, error) {
-	conn, name, err := Connector(dsn)
+	conn, name, err := plainConnector(dsn)
 	if err != nil {
 		return nil, name, err
 	}
@@ -148,10 +173,11 @@ func OpenDB(dsn string) (*sql.DB, string, error) {
 // Open connects to dsn, checks that the schema is exactly at LatestVersion, and returns
 // a Store. The DSN's password never appears in its errors.
 func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
-	db, name, err := OpenDB(dsn)
+	conn, name, err := Connector(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("mysqlstore: open: %w", err)
 	}
+	db := sql.OpenDB(conn)
 	if opts.Name == "" {
 		opts.Name = name
 	}
@@ -163,6 +189,12 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err := CheckSchema(ctx, db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("mysqlstore: open %s: %w", opts.Name, err)
+	}
+	if sc, ok := conn.(*sessionConnector); ok && sc.shortWait.Load() {
+		// The server ends any session idle IdleSessionTimeout (no idle-in-transaction
+		// limit there): the pool closes idle connections first. CheckSchema connected, so
+		// the flavour is known.
+		db.SetConnMaxIdleTime(PoolIdleTimeout)
 	}
 	return s, nil
 }

@@ -178,8 +178,8 @@ type nodeRow struct {
 	age         time.Duration
 }
 
-// Apply implements engine.Store. One transaction: the fence row's locking read, the
-// revision row, the changed rows and the involved nodes (FOR UPDATE), checks in the
+// Apply implements engine.Store. One transaction: the revision row, the fence row's
+// locking read, the changed rows and the involved nodes (FOR UPDATE), checks in the
 // reference store's order (fence, row epochs → ErrFenced; dead nodes, revisions and
 // preconditions → ErrConflict), then multi-row writes and a batch marker on the lease
 // row. Nothing is written on any error.
@@ -218,13 +218,21 @@ func (s *Store) Apply(ctx context.Context, b engine.Batch) (engine.ApplyReply, e
 }
 
 func (s *Store) applyTx(ctx context.Context, tx *sql.Tx, b engine.Batch, batchID []byte) (engine.ApplyReply, error) {
-	// 1. The fence: a locking read of the lease row, expiry by server time.
+	// 1. The revision row: serialises writers of assignment rows. It comes before the
+	// lease row so that a batch waiting for it (behind a worker's AckRelease, or behind a
+	// client that stalled while holding it) does not hold the lease row meanwhile: the
+	// coordinator's renewals, which need only the lease row, go on.
+	rev, _, err := s.lockRevision(ctx, tx)
+	if err != nil {
+		return engine.ApplyReply{}, err
+	}
+	// 2. The fence: a locking read of the lease row, expiry by server time.
 	var epoch uint64
 	var status uint8
 	var live int
 	var nowV int64
 	start := time.Now()
-	err := tx.QueryRowContext(ctx, "SELECT epoch, status, expires_at > UTC_TIMESTAMP(6), "+nowUS+
+	err = tx.QueryRowContext(ctx, "SELECT epoch, status, expires_at > UTC_TIMESTAMP(6), "+nowUS+
 		" FROM helix_leases WHERE cluster = ? AND lock_key = ? FOR UPDATE", s.cluster, b.Fence.Key).Scan(&epoch, &status, &live, &nowV)
 	if errors.Is(err, sql.ErrNoRows) {
 		return engine.ApplyReply{}, fmt.Errorf("apply fenced by %s@%d: no such lease: %w", b.Fence.Key, b.Fence.Epoch, engine.ErrFenced)
@@ -236,11 +244,6 @@ func (s *Store) applyTx(ctx context.Context, tx *sql.Tx, b engine.Batch, batchID
 	if status != uint8(engine.LeaseActive) || epoch != b.Fence.Epoch || live == 0 {
 		return engine.ApplyReply{}, fmt.Errorf("apply fenced by %s@%d: lease is at epoch %d, status %d, unexpired %v: %w",
 			b.Fence.Key, b.Fence.Epoch, epoch, status, live != 0, engine.ErrFenced)
-	}
-	// 2. The revision row: serialises writers of assignment rows.
-	rev, _, err := s.lockRevision(ctx, tx)
-	if err != nil {
-		return engine.ApplyReply{}, err
 	}
 	// 3. The changed rows, locked, grouped by task list (an equality prefix and an IN
 	// list on the primary key: a range access on both MySQL and MariaDB).
@@ -375,12 +378,15 @@ func (s *Store) applyTx(ctx context.Context, tx *sql.Tx, b engine.Batch, batchID
 			return engine.ApplyReply{}, err
 		}
 	}
+	// The batch marker, and the new revision with it in one statement: every round trip
+	// inside the transaction is time its locks are held.
 	if len(next) > 0 {
-		if err := setRevision(ctx, tx, s.cluster, rev); err != nil {
-			return engine.ApplyReply{}, err
-		}
+		_, err = tx.ExecContext(ctx, "UPDATE helix_revision r JOIN helix_leases l ON l.cluster = r.cluster AND l.lock_key = ? "+
+			"SET r.revision = ?, l.last_batch = ? WHERE r.cluster = ?", b.Fence.Key, rev, batchID, s.cluster)
+	} else {
+		_, err = tx.ExecContext(ctx, "UPDATE helix_leases SET last_batch = ? WHERE cluster = ? AND lock_key = ?", batchID, s.cluster, b.Fence.Key)
 	}
-	if _, err := tx.ExecContext(ctx, "UPDATE helix_leases SET last_batch = ? WHERE cluster = ? AND lock_key = ?", batchID, s.cluster, b.Fence.Key); err != nil {
+	if err != nil {
 		return engine.ApplyReply{}, err
 	}
 	return engine.ApplyReply{Reply: engine.Reply{Now: now}, Revision: rev}, nil
@@ -598,20 +604,19 @@ func (s *Store) AckRelease(ctx context.Context, a engine.Ack) (engine.Reply, err
 				a.Partition, a.Node, a.Incarnation, a.Generation, r.State, r.Owner, r.Incarnation, r.Generation, engine.ErrConflict)
 		}
 		newRev = rev + 1
-		if _, err := tx.ExecContext(ctx, "UPDATE helix_assignments SET state = 0, owner_id = '', incarnation = 0, revision = ? WHERE cluster = ? AND domain = ? AND tasklist = ? AND part_no = ?",
-			newRev, s.cluster, a.Partition.Domain, a.Partition.TaskList, a.Partition.Partition); err != nil {
-			return err
-		}
-		// The owner loses the row; its target learns the release was acknowledged (the
-		// row stays on its way to it until assigned). One statement for both.
-		touched := map[string]bool{a.Node: true}
+		// One statement writes the row, the revision, and the nodes: the owner loses the
+		// row; its target learns the release was acknowledged (the row stays on its way
+		// to it until assigned). A multi-table UPDATE changes each matched row once.
+		nodes2 := []any{a.Node, a.Node}
 		if to := r.IncomingTo(); to != "" {
-			touched[to] = true
+			nodes2[1] = to
 		}
-		if err := s.updateNodes(ctx, tx, "assign_rev = assign_rev + 1", touched); err != nil {
-			return err
-		}
-		return setRevision(ctx, tx, s.cluster, newRev)
+		_, err = tx.ExecContext(ctx, "UPDATE helix_assignments a JOIN helix_revision r ON r.cluster = a.cluster "+
+			"JOIN helix_nodes n ON n.cluster = a.cluster AND n.id IN (?, ?) "+
+			"SET a.state = 0, a.owner_id = '', a.incarnation = 0, a.revision = ?, r.revision = ?, n.assign_rev = n.assign_rev + 1 "+
+			"WHERE a.cluster = ? AND a.domain = ? AND a.tasklist = ? AND a.part_no = ?",
+			nodes2[0], nodes2[1], newRev, newRev, s.cluster, a.Partition.Domain, a.Partition.TaskList, a.Partition.Partition)
+		return err
 	}, func(ctx context.Context) (bool, error) {
 		// Our write gave the row revision newRev; nobody else could give it that one.
 		var rev uint64
