@@ -19,6 +19,7 @@ import (
 const (
 	erDupEntry          = 1062 // ER_DUP_ENTRY
 	erDupKeyName        = 1061 // ER_DUP_KEYNAME (CREATE INDEX of an index that exists)
+	erDupFieldName      = 1060 // ER_DUP_FIELDNAME (ADD COLUMN of a column that exists)
 	erLockWaitTimeout   = 1205 // ER_LOCK_WAIT_TIMEOUT
 	erLockDeadlock      = 1213 // ER_LOCK_DEADLOCK
 	erOptionPrevents    = 1290 // ER_OPTION_PREVENTS_STATEMENT (--read-only)

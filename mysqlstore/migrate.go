@@ -223,9 +223,9 @@ func CheckSchema(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
-// isDupKeyName reports a CREATE INDEX of an index that already exists: a re-run of a
-// migration interrupted after that statement.
+// isDupKeyName reports a CREATE INDEX of an index (or an ADD COLUMN of a column) that
+// already exists: a re-run of a migration interrupted after that statement.
 func isDupKeyName(err error) bool {
 	var me *mysql.MySQLError
-	return errors.As(err, &me) && me.Number == erDupKeyName
+	return errors.As(err, &me) && (me.Number == erDupKeyName || me.Number == erDupFieldName)
 }
