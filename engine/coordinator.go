@@ -431,6 +431,9 @@ func (n *Node) planAndApply(rowsChanged bool) {
 		m := plan.Move(pm)
 		if steered != nil {
 			if q, ok := steered.releasePart[x]; ok {
+				if q == (PartitionID{}) {
+					continue // only a node cooling down for it would take it
+				}
 				m.Partition = q
 			}
 		}

@@ -19,7 +19,9 @@ import (
 //     not draining, not cooling down for it) that owns the fewest rows; the allocator
 //     then evens the counts out by a later move, which the next rule steers.
 //   - Release: a move of p from A to a node cooling down for p moves another partition
-//     of the same task list from A instead (same counts, same number of moves).
+//     of the same task list from A instead (same counts, same number of moves); when
+//     there is none, the move is not made: p stays where it runs, and the balance waits
+//     for the cool-down to end rather than bounce p back to where it failed.
 //   - When every eligible worker is cooling down for a partition, it is "failing": held
 //     unassigned (reported in NodeState.Failing and by a partition_failing event) until
 //     the first cool-down ends. So a partition that fails everywhere is retried once per
@@ -75,7 +77,8 @@ func (n *Node) trimCoolDowns() {
 }
 
 // steering is what steer changes in a plan: a new owner for some Assign entries ("":
-// hold the partition) and another partition for some Release entries, by index.
+// hold the partition) and another partition for some Release entries (the zero
+// PartitionID: do not release), by index.
 type steering struct {
 	assignTo    map[int]string
 	releasePart map[int]PartitionID
@@ -159,6 +162,7 @@ func (n *Node) steerReleases(plan Plan, st *steering, liveOwner func(Assignment)
 				moving[plan.Move(x).Partition] = true
 			}
 		}
+		st.releasePart[i] = PartitionID{} // unless a substitute is found
 		tl := plan.TaskLists[pm.TaskList]
 		for k := 0; k < tl.Partitions; k++ {
 			q := PartitionID{Domain: tl.Domain, TaskList: tl.Name, Partition: k}

@@ -344,3 +344,23 @@ func TestSupervisionConfigValidation(t *testing.T) {
 		t.Errorf("NeverGiveBack: %v", err)
 	}
 }
+
+// A release towards a node cooling down for every partition the owner could give it is
+// not made: nothing bounces back to where it failed.
+func TestCoordinatorDropsHopelessRelease(t *testing.T) {
+	nodes := []engine.NodeInfo{alive("a", 1, time.Second), alive("b", 1, time.Second)}
+	lists := []engine.TaskList{{Domain: "d", Name: "orders", Partitions: 2}}
+	var rows []engine.Assignment
+	for i := 0; i < 2; i++ {
+		r := row(i, "a", 1, 1, engine.Assigned, uint64(i+1))
+		r.GivenBackBy, r.GivenBackAt = "b", t0
+		rows = append(rows, r)
+	}
+	if b := planOnce(t, 0, nodes, lists, rows...); b != nil {
+		t.Fatalf("batch %+v, want none: b gave both back", b.Changes)
+	}
+	rows[1].GivenBackBy = ""
+	if b := planOnce(t, 0, nodes, lists, rows...); b == nil || len(b.Changes) != 1 || b.Changes[0].Partition != part(1) || b.Changes[0].Target != "b" {
+		t.Fatalf("batch %+v, want p1 released to b", b)
+	}
+}
