@@ -97,4 +97,5 @@ func printStatus(w io.Writer, cs helix.ClusterStatus) {
 		}
 		tw.Flush()
 	}
+	printGivenBack(w, cs.GivenBack)
 }
