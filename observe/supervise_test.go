@@ -63,7 +63,7 @@ func TestSupervisionIsVisible(t *testing.T) {
 	})
 	_, metrics := get(t, srv, "/metrics")
 	if !strings.Contains(metrics, `helix_partitions_failing{node="n1",scope="node"} 1`) {
-		t.Errorf("/metrics while restarting lacks the failing gauge:\n%s", grepLines(metrics, "helix_partitions_failing"))
+		t.Errorf("/metrics while restarting lacks the failing gauge:\n%s", grep(metrics, "helix_partitions_failing"))
 	}
 	waitFor(t, "the partition given back", func() bool {
 		for _, p := range helix.PartitionStates(node.Status().NodeState) {
@@ -76,7 +76,7 @@ func TestSupervisionIsVisible(t *testing.T) {
 	_, metrics = get(t, srv, "/metrics")
 	for _, want := range []string{`helix_handler_failures_total{node="n1",reason="error"} 3`, `helix_handler_restarts_total{node="n1"} 2`} {
 		if !strings.Contains(metrics, want) {
-			t.Errorf("/metrics lacks %s:\n%s", want, grepLines(metrics, "helix_handler"))
+			t.Errorf("/metrics lacks %s:\n%s", want, grep(metrics, "helix_handler"))
 		}
 	}
 	cs, err := helix.ReadClusterStatus(ctx, store, "")
@@ -89,14 +89,4 @@ func TestSupervisionIsVisible(t *testing.T) {
 	if _, page := get(t, srv, "/"); !strings.Contains(page, "Supervision") || !strings.Contains(page, "given_back") {
 		t.Errorf("status page lacks the supervision table")
 	}
-}
-
-func grepLines(s, sub string) string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, sub) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
 }
