@@ -37,6 +37,10 @@ func runNode(ctx context.Context, e *env, args []string) int {
 	lf.register(fs, "json")
 	httpAddr := fs.String("http", "127.0.0.1:9464", "`address` of /metrics, /healthz, /readyz and /status (empty: off)")
 	work := fs.Duration("work-interval", 100*time.Millisecond, "the demo handler's batch interval")
+	var xf execFlags // exec_linux.go
+	var spf supFlags // supervise.go
+	xf.register(fs)
+	spf.register(fs)
 	pos, code, ok := parseFlags(e, fs, args)
 	if !ok {
 		return code
@@ -48,9 +52,18 @@ func runNode(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return badUsage(e, fs, "%v", err)
 	}
+	if err := spf.apply(&cfg); err != nil {
+		return badUsage(e, fs, "%v", err)
+	}
 	log, err := lf.logger(e.stderr)
 	if err != nil {
 		return badUsage(e, fs, "%v", err)
+	}
+	handler := demoHandler(log.With("node", cfg.NodeID), *work)
+	if h, err := xf.handler(cfg, nf.stopTimeout, log.With("node", cfg.NodeID)); err != nil {
+		return badUsage(e, fs, "%v", err)
+	} else if h != nil {
+		handler = h
 	}
 	store, err := sf.open(ctx, e)
 	if err != nil {
@@ -60,7 +73,7 @@ func runNode(ctx context.Context, e *env, args []string) int {
 
 	reg := prometheus.NewRegistry()
 	metrics := observe.New(reg)
-	node, err := helix.NewNode(cfg, store, demoHandler(log.With("node", cfg.NodeID), *work),
+	node, err := helix.NewNode(cfg, store, handler,
 		helix.WithLogger(log), helix.WithObserver(metrics), helix.WithStopTimeout(nf.stopTimeout))
 	if err != nil {
 		return fail(e, "node", err)
