@@ -23,12 +23,12 @@ func demoHandler(log *slog.Logger, interval time.Duration) helix.Handler {
 		defer t.Stop()
 		batches := 0
 		for helix.Alive(ctx, interval) {
+			// One unit of work, right after the check (a real handler's takes at most
+			// interval and passes p.Generation along with its writes); then the pace.
+			batches++
 			select {
 			case <-ctx.Done():
 			case <-t.C:
-				// A real handler would do one unit of work here (at most interval long),
-				// passing p.Generation along with its writes.
-				batches++
 			}
 		}
 		log.Info("demo partition stop", "event", "partition_stop", "partition", p.ID.String(),

@@ -157,3 +157,21 @@ func TestCoordinatorAndExecNode(t *testing.T) {
 		}
 	}
 }
+
+func TestPrintGivenBack(t *testing.T) {
+	var b strings.Builder
+	printGivenBack(&b, nil)
+	if b.Len() != 0 {
+		t.Fatalf("no give-backs printed %q", b.String())
+	}
+	printGivenBack(&b, []helix.GivenBackSummary{
+		{Partition: "d/t/0", By: "n1", Age: 90 * time.Second, Owner: "n2", Generation: 4},
+		{Partition: "d/t/1", By: "n2", Age: time.Second, Generation: 7},
+	})
+	out := b.String()
+	for _, want := range []string{"GIVEN BACK (last 1h0m0s)", "d/t/0  ", "n1", "1m30s", "n2", "unowned (failing?)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -69,17 +69,16 @@ func process(out *sink, log *slog.Logger) helix.Handler {
 		// while the deadline is too close and says false once ctx is done: revoked
 		// (moved elsewhere), self-fenced or shutting down.
 		for helix.Alive(ctx, batch) {
-			select {
-			case <-ctx.Done():
-				continue
-			case <-tick.C:
-			}
 			if _, err := out.write(p); errors.Is(err, errFenced) {
 				// Someone newer owns it: this node's assignment is stale and its
 				// revocation (or self-fence) is on its way. Returning now would count
 				// as a failure and restart the handler; wait for the stop instead.
 				log.Warn("fenced", "partition", p.ID.String(), "generation", p.Generation, "err", err)
 				<-ctx.Done()
+			}
+			select { // the pace: one batch per tick
+			case <-ctx.Done():
+			case <-tick.C:
 			}
 		}
 		// helix waits for this return before telling anyone else they may start.
