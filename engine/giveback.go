@@ -19,9 +19,11 @@ import (
 //     not draining, not cooling down for it) that owns the fewest rows; the allocator
 //     then evens the counts out by a later move, which the next rule steers.
 //   - Release: a move of p from A to a node cooling down for p moves another partition
-//     of the same task list from A instead (same counts, same number of moves); when
-//     there is none, the move is not made: p stays where it runs, and the balance waits
-//     for the cool-down to end rather than bounce p back to where it failed.
+//     of the same task list from A instead (same counts, same number of moves); if A
+//     has none, one from the owner holding the most of the task list (a later move
+//     evens that owner and A out); when there is none at all, the move is not made: p
+//     stays where it runs, and the balance waits for a cool-down to end rather than
+//     bounce p back to where it failed.
 //   - When every eligible worker is cooling down for a partition, it is "failing": held
 //     unassigned (reported in NodeState.Failing and by a partition_failing event) until
 //     the first cool-down ends. So a partition that fails everywhere is retried once per
@@ -162,19 +164,50 @@ func (n *Node) steerReleases(plan Plan, st *steering, liveOwner func(Assignment)
 				moving[plan.Move(x).Partition] = true
 			}
 		}
-		st.releasePart[i] = PartitionID{} // unless a substitute is found
+		// A substitute of the same task list: from the same owner if it has one, else
+		// from the owner holding the most of the task list (the allocator then evens
+		// the owners out by a later move, steered the same way).
 		tl := plan.TaskLists[pm.TaskList]
+		held := map[string]int{}
+		best, bestFrom := PartitionID{}, ""
 		for k := 0; k < tl.Partitions; k++ {
 			q := PartitionID{Domain: tl.Domain, TaskList: tl.Name, Partition: k}
 			x, ok := c.rowIndex[q]
-			if !ok || moving[q] || n.cooling(q, m.To) {
+			if !ok {
 				continue
 			}
-			if r := c.rows[x]; r.State == Assigned && r.Owner == m.From && liveOwner(r) {
-				st.releasePart[i] = q
-				moving[q] = true
-				break
+			r := c.rows[x]
+			if r.State != Assigned || !liveOwner(r) || r.Owner == m.To {
+				continue
 			}
+			held[r.Owner]++
+			if moving[q] || n.cooling(q, m.To) {
+				continue
+			}
+			switch {
+			case r.Owner == m.From && bestFrom != m.From:
+				best, bestFrom = q, r.Owner
+			case bestFrom == "":
+				best, bestFrom = q, r.Owner
+			}
+		}
+		if bestFrom != "" && bestFrom != m.From {
+			// No substitute from m.From: take one from the owner holding the most.
+			most := -1
+			for k := 0; k < tl.Partitions; k++ {
+				q := PartitionID{Domain: tl.Domain, TaskList: tl.Name, Partition: k}
+				x, ok := c.rowIndex[q]
+				if !ok || moving[q] || n.cooling(q, m.To) {
+					continue
+				}
+				if r := c.rows[x]; r.State == Assigned && liveOwner(r) && r.Owner != m.To && held[r.Owner] > most {
+					best, most = q, held[r.Owner]
+				}
+			}
+		}
+		st.releasePart[i] = best // the zero PartitionID when there is none: no release
+		if bestFrom != "" {
+			moving[best] = true
 		}
 	}
 }

@@ -364,3 +364,31 @@ func TestCoordinatorDropsHopelessRelease(t *testing.T) {
 		t.Fatalf("batch %+v, want p1 released to b", b)
 	}
 }
+
+// When the owner the allocator moves from has nothing the target may take, another
+// owner's partition of the same task list goes instead.
+func TestCoordinatorSteersReleaseToAnotherOwner(t *testing.T) {
+	nodes := []engine.NodeInfo{alive("a", 1, time.Second), alive("b", 1, time.Second), alive("c", 1, time.Second)}
+	lists := []engine.TaskList{{Domain: "d", Name: "orders", Partitions: 6}}
+	var rows []engine.Assignment
+	for i := 0; i < 6; i++ {
+		owner := "a"
+		if i >= 3 {
+			owner = "b"
+		}
+		r := row(i, owner, 1, 1, engine.Assigned, uint64(i+1))
+		if owner == "a" {
+			r.GivenBackBy, r.GivenBackAt = "c", t0
+		}
+		rows = append(rows, r)
+	}
+	b := planOnce(t, 0, nodes, lists, rows...)
+	if b == nil || len(b.Changes) != 2 {
+		t.Fatalf("batch %+v, want two releases to c", b)
+	}
+	for _, ch := range b.Changes {
+		if ch.Kind != engine.ChangeRelease || ch.Target != "c" || ch.Partition.Partition < 3 {
+			t.Errorf("change %+v: want a release of one of b's partitions to c", ch)
+		}
+	}
+}
