@@ -91,6 +91,9 @@ type steering struct {
 // nil when nothing cools down (the steady state costs nothing).
 func (n *Node) steer(plan Plan, workers []Worker, liveOwner func(Assignment) bool) *steering {
 	c := &n.c
+	if len(c.coolDown) == 0 && len(c.failing) == 0 {
+		return nil // the steady state: nothing was given back
+	}
 	n.trimCoolDowns()
 	failing := map[PartitionID]bool{}
 	defer func() { n.noteFailing(failing) }()

@@ -158,7 +158,7 @@ func (n *Node) mayStart() bool {
 // supervisionTimers restarts the partitions whose backoff has ended.
 func (n *Node) supervisionTimers() {
 	w := &n.w
-	if !n.mayStart() {
+	if len(w.sup) == 0 || !n.mayStart() {
 		return
 	}
 	for _, p := range sortedKeys(w.sup) {
@@ -200,6 +200,9 @@ func (n *Node) held(p PartitionID, gen uint64) bool {
 // releasing or re-generated (a Releasing row is acknowledged by the ack logic: its
 // failed handler is not running). rows are the node's rows by partition.
 func (n *Node) reconcileSupervision(want map[PartitionID]Assignment) {
+	if len(n.w.sup) == 0 && len(n.w.givenBack) == 0 {
+		return
+	}
 	for _, p := range sortedKeys(n.w.sup) {
 		s := n.w.sup[p]
 		r, ok := want[p]
@@ -226,7 +229,7 @@ func (n *Node) forgetSupervision() {
 // sendGiveBacks sends every give-back not already in flight (retried with heartbeats).
 func (n *Node) sendGiveBacks() {
 	w := &n.w
-	if !w.registered {
+	if !w.registered || len(w.sup) == 0 {
 		return
 	}
 	for _, p := range sortedKeys(w.sup) {
@@ -268,6 +271,10 @@ func (n *Node) onGiveBack(p *pendingReq, _ any, err error) {
 }
 
 func (n *Node) supervisionState(s *NodeState) {
+	s.Failing = n.failingSorted()
+	if len(n.w.sup) == 0 && len(n.w.givenBack) == 0 {
+		return
+	}
 	for _, p := range sortedKeys(n.w.sup) {
 		x := n.w.sup[p]
 		st := SupRunning
@@ -286,5 +293,4 @@ func (n *Node) supervisionState(s *NodeState) {
 	for _, p := range sortedKeys(n.w.givenBack) {
 		s.GivenBack = append(s.GivenBack, n.w.givenBack[p])
 	}
-	s.Failing = n.failingSorted()
 }
