@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/benbjohnson/clock"
 	"github.com/helixcoord/helix/engine"
 )
 
@@ -31,8 +32,12 @@ func (p Partition) String() string { return fmt.Sprintf("%s@%d", p.ID, p.Generat
 // loop is still running. A handler with long steps should check it before each step.
 //
 // The node waits (bounded, see WithStopTimeout) for Process to return before it tells
-// the coordinator the partition is released. Returning before ctx is done is logged;
-// the partition stays assigned to this node but is not processed until it is moved.
+// the coordinator the partition is released. Returning before ctx is done (with or
+// without an error) or panicking is a failure: the handler is restarted on this node,
+// with the same generation, after a jittered exponential backoff, and after
+// Config.GiveBackAfter failures within Config.GiveBackWindow the node gives the
+// partition back so that the coordinator moves it to another node. Call Alive before
+// each unit of work.
 type Handler interface {
 	Process(ctx context.Context, p Partition) error
 }
@@ -71,6 +76,15 @@ func StopReason(ctx context.Context) engine.StopReason {
 type partitionCtx struct {
 	context.Context
 	deadline *atomic.Pointer[time.Time]
+	clk      clock.Clock // the node's: Alive measures the deadline on it
+}
+
+// Value makes the partition context findable by Alive through derived contexts.
+func (c *partitionCtx) Value(key any) any {
+	if _, ok := key.(partitionCtxKey); ok {
+		return c
+	}
+	return c.Context.Value(key)
 }
 
 func (c *partitionCtx) Deadline() (time.Time, bool) {

@@ -4,9 +4,12 @@
 //	store, err := mysqlstore.Open(ctx, dsn, mysqlstore.Options{})
 //	node, err := helix.NewNode(helix.Config{NodeID: "worker-1"}, store,
 //		helix.HandlerFunc(func(ctx context.Context, p helix.Partition) error {
-//			// process p.ID until ctx is done, passing p.Generation with every write
-//			<-ctx.Done()
-//			return nil
+//			// one unit of work at a time, each only if it ends before the liveness
+//			// deadline; pass p.Generation with every write
+//			for helix.Alive(ctx, time.Second) {
+//				processBatch(ctx, p)
+//			}
+//			return nil // returning before ctx is done is a failure: restarted with backoff
 //		}))
 //	err = node.Run(ctx) // returns after a graceful shutdown once ctx is cancelled
 //

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +63,7 @@ type Node struct {
 	watchdog  *clock.Timer
 	armedAt   time.Time
 	fenced    atomic.Bool // the watchdog cancelled something since the last step
+	failed    failures    // handler failures for the loop (supervise.go)
 
 	// Owned only by the loop goroutine.
 	wakeTimer *clock.Timer
@@ -175,6 +175,8 @@ loop:
 			n.wakes.Add(-1)
 		case d := <-n.drains:
 			n.step(d)
+		case <-n.failed.signal():
+			n.stepFailures()
 		case <-shutdown:
 			shutdown = nil
 			n.log.Info("shutting down gracefully", "bound", n.o.shutdownTimeout)
@@ -503,7 +505,7 @@ func (n *Node) startPartition(p Partition) {
 		n.stopPartition(p.ID, old.p.Generation, engine.StopRevoked)
 	}
 	cctx, cancel := context.WithCancelCause(context.Background())
-	ctx := &partitionCtx{Context: cctx, deadline: &n.liveUntil}
+	ctx := &partitionCtx{Context: cctx, deadline: &n.liveUntil, clk: n.clk}
 	rp := &runningPart{p: p, cancel: cancel, done: make(chan struct{})}
 	n.pmu.Lock()
 	n.parts[p.ID] = rp
@@ -512,19 +514,7 @@ func (n *Node) startPartition(p Partition) {
 	n.o.observer.PartitionStarted(n.cfg.NodeID, p)
 	go func() {
 		defer close(rp.done)
-		defer func() {
-			if r := recover(); r != nil {
-				n.log.Error("partition handler panicked", "partition", p.ID.String(), "generation", p.Generation,
-					"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			}
-		}()
-		err := n.h.Process(ctx, p)
-		if ctx.Err() == nil {
-			n.log.Error("partition handler returned before its partition was stopped; it stays assigned, unprocessed, until moved",
-				"partition", p.ID.String(), "generation", p.Generation, "err", err)
-		} else if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.Cause(ctx)) {
-			n.log.Warn("partition handler returned an error", "partition", p.ID.String(), "generation", p.Generation, "err", err)
-		}
+		n.runHandler(ctx, p)
 	}()
 }
 

@@ -24,6 +24,23 @@ type ClusterStatus struct {
 	// releasing) to an alive node's current incarnation.
 	Partitions int `json:"partitions"`
 	Owned      int `json:"owned"`
+	// GivenBack: partitions given back within the last GivenBackRecent because their
+	// handler kept failing on a node, with their owner now ("" while unowned: a
+	// partition that stays unowned is failing everywhere).
+	GivenBack []GivenBackSummary `json:"given_back"`
+}
+
+// GivenBackRecent is how far back ClusterStatus lists give-backs.
+const GivenBackRecent = time.Hour
+
+// GivenBackSummary is one recent give-back.
+type GivenBackSummary struct {
+	Partition  string        `json:"partition"`
+	By         string        `json:"by"`
+	At         time.Time     `json:"at"`
+	Age        time.Duration `json:"age_ns"`
+	Owner      string        `json:"owner"`
+	Generation uint64        `json:"generation"`
 }
 
 // CoordinatorStatus is the coordinator lease.
@@ -138,6 +155,10 @@ func summarize(cs ClusterStatus, st engine.StateReply) ClusterStatus {
 		}
 		i, known := nodeIndex[a.Owner]
 		live := known && cs.Nodes[i].State != "dead" && cs.Nodes[i].Incarnation == a.Incarnation
+		if a.GivenBackBy != "" && st.Now.Sub(a.GivenBackAt) < GivenBackRecent {
+			cs.GivenBack = append(cs.GivenBack, GivenBackSummary{Partition: a.Partition.String(), By: a.GivenBackBy,
+				At: a.GivenBackAt, Age: st.Now.Sub(a.GivenBackAt), Owner: a.Owner, Generation: a.Generation})
+		}
 		if (a.State == engine.Assigned || a.State == engine.Releasing) && live {
 			cs.Nodes[i].Partitions[k.domain+"/"+k.name]++
 			cs.Nodes[i].Total++

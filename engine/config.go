@@ -76,6 +76,25 @@ type Config struct {
 	// and stops. Without it a live holder makes the node stop with ErrNodeInUse. Later
 	// re-registrations (after being declared dead) never replace.
 	Replace bool
+	// Supervision of partition handlers (supervise.go). A handler that fails (returns
+	// before its partition is stopped, or panics) is restarted on this node, with the
+	// same generation, after a jittered backoff: RestartBase·2^(k−1) for the k-th
+	// failure within GiveBackWindow (RestartBase·k if RestartLinear), at most
+	// RestartMax, ±RestartJitter. Defaults 1s, 30s, 0.2, exponential.
+	RestartBase   time.Duration
+	RestartMax    time.Duration
+	RestartJitter float64
+	RestartLinear bool
+	// GiveBackAfter failures within GiveBackWindow make the node give the partition back
+	// (Store.GiveBack) instead of restarting it again. Default 5 within 2 min; a negative
+	// value (NeverGiveBack) never gives back.
+	GiveBackAfter  int
+	GiveBackWindow time.Duration
+	// GiveBackCoolDown is how long the coordinator keeps a partition off the node that
+	// gave it back (best effort: it permutes and redirects the allocator's placements).
+	// When every eligible worker is cooling down for it, the partition is reported failing
+	// and waits, unassigned, until the first cool-down ends. Default 5 min.
+	GiveBackCoolDown time.Duration
 
 	// flaws are deliberate bugs for the simulator's teeth tests (see internal/flaw);
 	// only tests can set them, through flaw.SetNodeFlaws.
@@ -105,8 +124,19 @@ func DefaultConfig() Config {
 		DriftRate:      0.01,
 		SafetyMargin:   100 * time.Millisecond,
 		RequestTimeout: 900 * time.Millisecond,
+
+		RestartBase:      time.Second,
+		RestartMax:       30 * time.Second,
+		RestartJitter:    0.2,
+		GiveBackAfter:    5,
+		GiveBackWindow:   2 * time.Minute,
+		GiveBackCoolDown: 5 * time.Minute,
 	}
 }
+
+// NeverGiveBack as Config.GiveBackAfter: restart a failing handler forever, never give
+// its partition back.
+const NeverGiveBack = -1
 
 // FastConfig returns the timings of `--profile fast`, for tests and demos (NodeID is left
 // empty): lease 2s, heartbeat 300ms, dead after 1.5s, tick and retry 300ms. Failover takes
@@ -118,6 +148,11 @@ func FastConfig() Config {
 		Heartbeat:   300 * time.Millisecond,
 		DeadAfter:   1500 * time.Millisecond,
 		Tick:        300 * time.Millisecond,
+
+		RestartBase:      100 * time.Millisecond,
+		RestartMax:       2 * time.Second,
+		GiveBackWindow:   20 * time.Second,
+		GiveBackCoolDown: 30 * time.Second,
 	}
 }
 
@@ -160,6 +195,24 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = min(c.RenewInterval, c.Heartbeat) * 9 / 10
+	}
+	if c.RestartBase == 0 {
+		c.RestartBase = d.RestartBase
+	}
+	if c.RestartMax == 0 {
+		c.RestartMax = max(d.RestartMax, c.RestartBase)
+	}
+	if c.RestartJitter == 0 {
+		c.RestartJitter = d.RestartJitter
+	}
+	if c.GiveBackAfter == 0 {
+		c.GiveBackAfter = d.GiveBackAfter
+	}
+	if c.GiveBackWindow == 0 {
+		c.GiveBackWindow = d.GiveBackWindow
+	}
+	if c.GiveBackCoolDown == 0 {
+		c.GiveBackCoolDown = d.GiveBackCoolDown
 	}
 	return c
 }
@@ -247,5 +300,5 @@ func (c Config) Validate() error {
 	if c.MaxInFlightPerWorker < 0 {
 		return Invalid("config.MaxInFlightPerWorker", fmt.Sprint(c.MaxInFlightPerWorker), "must be ≥ 0 (0 = unlimited)")
 	}
-	return nil
+	return c.validateSupervision()
 }

@@ -46,6 +46,12 @@ type coordinator struct {
 	planned   bool
 	lastLive  []liveNode
 	lastLists []TaskList
+
+	// Give-backs (giveback.go): who gave what back when (store time), the store's time
+	// of the last read, and the partitions held because they fail everywhere.
+	coolDown coolDowns
+	storeNow time.Time
+	failing  map[PartitionID]bool
 }
 
 // liveNode is what the plan depends on about one live node. The incarnation is in it
@@ -229,6 +235,7 @@ func (n *Node) stepDown(reason string) {
 	c.renewInFlight, c.readInFlight, c.applyInFlight = false, false, false
 	c.rows, c.rowIndex, c.rev, c.nodes, c.lists, c.releasing = nil, nil, 0, nil, nil, 0
 	c.planned, c.lastLive, c.lastLists = false, nil, nil
+	c.coolDown, c.failing = nil, nil
 	c.leaseUntil = time.Time{}
 	c.pollNext = n.now.Add(n.retryDelay())
 }
@@ -264,6 +271,8 @@ func (n *Node) mergeState(full bool, r StateReply) bool {
 	c := &n.c
 	c.nodes, c.lists = r.Nodes, r.TaskLists
 	c.rev = r.Revision
+	c.storeNow = r.Now
+	n.noteGiveBacks(r.Assignments)
 	if full {
 		c.rows = slices.Clone(r.Assignments)
 		if !slices.IsSortedFunc(c.rows, byPartition) { // the contract says sorted; be safe
@@ -347,7 +356,9 @@ func (n *Node) planAndApply(rowsChanged bool) {
 
 	// In steady state nothing the plan depends on has changed since the last one (which
 	// wrote nothing, or whose write the incremental read has just returned): skip it.
-	if len(dead) == 0 && !rowsChanged && c.planned &&
+	// Partitions held because they fail everywhere wait for a cool-down to end, which no
+	// read reports: plan again at every tick while there are any.
+	if len(dead) == 0 && !rowsChanged && c.planned && len(c.failing) == 0 &&
 		slices.Equal(live, c.lastLive) && slices.Equal(c.lists, c.lastLists) {
 		return
 	}
@@ -401,8 +412,14 @@ func (n *Node) planAndApply(rowsChanged bool) {
 			nchanges++
 		}
 	}
-	for _, pm := range plan.Assign {
+	steered := n.steer(plan, workers, liveOwner)
+	for x, pm := range plan.Assign {
 		m := plan.Move(pm)
+		if steered != nil {
+			if to, ok := steered.assignTo[x]; ok {
+				m.To = to // "" holds it: it fails everywhere
+			}
+		}
 		i, ok := c.rowIndex[m.Partition]
 		nd, live := alive[m.To]
 		if !ok || !live || liveOwner(c.rows[i]) || c.rows[i].State == Deleted {
@@ -410,8 +427,16 @@ func (n *Node) planAndApply(rowsChanged bool) {
 		}
 		put(i, Change{Kind: ChangeAssign, Partition: m.Partition, Revision: c.rows[i].Revision, Owner: m.To, Incarnation: nd.Incarnation})
 	}
-	for _, pm := range plan.Release {
+	for x, pm := range plan.Release {
 		m := plan.Move(pm)
+		if steered != nil {
+			if q, ok := steered.releasePart[x]; ok {
+				if q == (PartitionID{}) {
+					continue // only a node cooling down for it would take it
+				}
+				m.Partition = q
+			}
+		}
 		i, ok := c.rowIndex[m.Partition]
 		if !ok || c.rows[i].State != Assigned || !liveOwner(c.rows[i]) {
 			continue

@@ -96,12 +96,15 @@ const (
 	rkRelease
 	rkReadState
 	rkApply
+	rkGiveBack
 )
 
 // worker: a request of the worker's registration, forgotten when it ends (node dead,
 // shutdown). coordinator: a request of a term as coordinator, forgotten when it steps
 // down (an acquire is a standby's, and a shutdown's release outlives the term).
-func (k reqKind) worker() bool      { return k >= rkRegister && k <= rkDrainFlag }
+func (k reqKind) worker() bool {
+	return k >= rkRegister && k <= rkDrainFlag || k == rkGiveBack
+}
 func (k reqKind) coordinator() bool { return k == rkRenew || k == rkReadState || k == rkApply }
 
 // pendingReq is what the node remembers about a request it waits for.
@@ -151,7 +154,8 @@ func NewNode(cfg Config, seed uint64) (*Node, error) {
 		owner:   LeaseOwner(cfg.NodeID, nonce),
 		rng:     rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		pending: map[uint64]*pendingReq{},
-		w:       worker{owned: map[PartitionID]uint64{}, acks: map[PartitionID]*pendingAck{}},
+		w: worker{owned: map[PartitionID]uint64{}, acks: map[PartitionID]*pendingAck{},
+			sup: map[PartitionID]*supervised{}, givenBack: map[PartitionID]GivenBackPartition{}},
 	}, nil
 }
 
@@ -194,6 +198,8 @@ func (n *Node) Step(now time.Time, in Input) []Effect {
 		n.onDrain(!in.Undrain)
 	case Shutdown:
 		n.onShutdown()
+	case PartitionFailed:
+		n.onPartitionFailed(in)
 	}
 	n.runTimers()
 	if !n.stopped {
@@ -296,6 +302,8 @@ func (n *Node) dispatch(p *pendingReq, v any, err error) {
 		n.onReadState(p, v, err)
 	case rkApply:
 		n.onApply(p, v, err)
+	case rkGiveBack:
+		n.onGiveBack(p, v, err)
 	}
 }
 
@@ -383,6 +391,7 @@ func (n *Node) finish() {
 	n.phase = phaseFinishing
 	n.stopAll(StopShutdown)
 	n.w.acks = map[PartitionID]*pendingAck{}
+	n.forgetSupervision()
 	if n.c.coord {
 		epoch := n.c.epoch
 		// Stop believing before the release is sent: once it lands another node may
@@ -456,6 +465,14 @@ type NodeState struct {
 	Drained       bool // draining and owns nothing
 	Stopped       bool
 	Owned         []OwnedPartition // sorted by partition
+	// Supervised: partitions whose handler failed here recently (running again,
+	// restarting after a backoff, or being given back), sorted. GivenBack: partitions
+	// this node gave back in the last GiveBackCoolDown, sorted. Failing (coordinator
+	// only): partitions given back by every eligible worker, waiting for a cool-down to
+	// end, sorted.
+	Supervised []SupervisedPartition
+	GivenBack  []GivenBackPartition
+	Failing    []PartitionID
 }
 
 // State returns the node's beliefs as of its last Step.
@@ -476,6 +493,7 @@ func (n *Node) State() NodeState {
 	for _, p := range n.ownedSorted() {
 		s.Owned = append(s.Owned, OwnedPartition{Partition: p, Generation: n.w.owned[p]})
 	}
+	n.supervisionState(&s)
 	if n.cfg.flaws.Has(flaw.NodeNoSelfFence) && len(s.Owned) > 0 {
 		// The flawed node ignores its timer, so it believes it may go on processing: say
 		// so, for the checker to see what the node does.

@@ -51,6 +51,8 @@ type (
 	OpReadAssignments struct{ Since uint64 }
 	OpApply           struct{ Batch Batch }
 	OpAckRelease      struct{ Ack Ack }
+	// OpGiveBack gives a failing partition back (Store.GiveBack).
+	OpGiveBack struct{ GiveBack Ack }
 )
 
 func (OpAcquireLease) Name() string    { return "acquire" }
@@ -66,6 +68,7 @@ func (OpReadState) Name() string       { return "read_state" }
 func (OpReadAssignments) Name() string { return "read_assignments" }
 func (OpApply) Name() string           { return "apply" }
 func (OpAckRelease) Name() string      { return "ack_release" }
+func (OpGiveBack) Name() string        { return "give_back" }
 
 func (o OpAcquireLease) Do(ctx context.Context, s Store) (any, error) {
 	return s.AcquireLease(ctx, o.Key, o.Owner, o.TTL)
@@ -101,4 +104,7 @@ func (o OpReadAssignments) Do(ctx context.Context, s Store) (any, error) {
 func (o OpApply) Do(ctx context.Context, s Store) (any, error) { return s.Apply(ctx, o.Batch) }
 func (o OpAckRelease) Do(ctx context.Context, s Store) (any, error) {
 	return s.AckRelease(ctx, o.Ack)
+}
+func (o OpGiveBack) Do(ctx context.Context, s Store) (any, error) {
+	return s.GiveBack(ctx, o.GiveBack)
 }

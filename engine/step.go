@@ -70,9 +70,10 @@ const (
 	StopNodeDead                         // the store said this incarnation is dead
 	StopShutdown                         // graceful shutdown
 	StopRevoked                          // no longer assigned to this incarnation
+	StopFailed                           // its handler failed (PartitionFailed); it is restarted or given back
 )
 
-var stopNames = [...]string{"", "released", "self-fenced", "node-dead", "shutdown", "revoked"}
+var stopNames = [...]string{"", "released", "self-fenced", "node-dead", "shutdown", "revoked", "failed"}
 
 func (r StopReason) String() string {
 	if int(r) < len(stopNames) && r > 0 {

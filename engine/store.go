@@ -70,7 +70,7 @@ type Store interface {
 	// the partitions on their way to it.
 	//
 	// The node's assignment revision is a per-node-id counter: +1 at every RegisterNode
-	// of the id, and +1 once per write call (Apply, AckRelease) that changes at least one
+	// of the id, and +1 once per write call (Apply, AckRelease, GiveBack) that changes at least one
 	// row whose Owner is the id before or after the call (any incarnation), or that is
 	// on its way to the id before or after the call. A row is on its way to Target while
 	// it is Releasing, and still while it is Unassigned after that (the release was
@@ -149,6 +149,15 @@ type Store interface {
 	// cleared; Generation and Epoch (the last fenced write's) are kept. A repeated ack
 	// gets ErrConflict.
 	AckRelease(ctx context.Context, a Ack) (Reply, error)
+	// GiveBack is a worker handing back a partition whose handler keeps failing on it:
+	// the row must be Assigned (not Releasing: that is acknowledged with AckRelease),
+	// owned by (node, incarnation) at generation; it becomes Unassigned (Owner,
+	// Incarnation and Target cleared, Generation and Epoch kept) with GivenBackBy = node
+	// and GivenBackAt = store now. Same error order as AckRelease: ErrNodeDead,
+	// ErrNotFound, ErrConflict (a repeated give-back gets ErrConflict). It changes the
+	// row's revision and the node's assignment revision like AckRelease. Not fenced: only
+	// the owner gives its own row back, exactly as it acknowledges a release.
+	GiveBack(ctx context.Context, g Ack) (Reply, error)
 }
 
 // Reply is the part every reply carries.

@@ -100,6 +100,12 @@ type Assignment struct {
 	// Revision is the store-wide revision of the last change to the row. Incremental reads
 	// return the rows whose Revision is greater than the caller's.
 	Revision uint64
+	// GivenBackBy is the last node that gave the partition back because its handler kept
+	// failing there (Store.GiveBack), and GivenBackAt the store's time of that; empty and
+	// zero if it never was. Later writes keep both: the coordinator keeps that node off
+	// the partition for Config.GiveBackCoolDown after GivenBackAt.
+	GivenBackBy string
+	GivenBackAt time.Time
 }
 
 // IncomingTo is the node a partition is on its way to, or "": the Target of a row that is

@@ -157,6 +157,11 @@ func ValidateAck(a Ack) error {
 	return firstErr(ValidatePartitionID("ack.partition", a.Partition), ValidateName("ack.node", a.Node), ValidateIncarnation("ack.incarnation", a.Incarnation))
 }
 
+// ValidateGiveBack checks a give-back (Store.GiveBack); field names give_back.….
+func ValidateGiveBack(g Ack) error {
+	return firstErr(ValidatePartitionID("give_back.partition", g.Partition), ValidateName("give_back.node", g.Node), ValidateIncarnation("give_back.incarnation", g.Incarnation))
+}
+
 func firstErr(errs ...error) error {
 	for _, e := range errs {
 		if e != nil {

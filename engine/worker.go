@@ -43,6 +43,11 @@ type worker struct {
 	myRows int                    // rows (assigned or releasing) of the last list
 	acks   map[PartitionID]*pendingAck
 
+	// sup: partitions whose handler failed here (supervise.go); givenBack: those this
+	// node gave back recently, for status.
+	sup       map[PartitionID]*supervised
+	givenBack map[PartitionID]GivenBackPartition
+
 	draining      bool // wanted
 	drainSynced   bool // the store's flag equals draining
 	drainInFlight bool
@@ -122,6 +127,7 @@ func (n *Node) onRegister(p *pendingReq, v any, err error) {
 	n.w.known = 0
 	n.w.myRows = 0
 	n.w.incoming = nil
+	n.forgetSupervision()
 	// Registration records a heartbeat at store time, which is after the send.
 	n.w.lastOK = p.sent
 	n.w.livenessUntil = n.window(p.sent, n.cfg.DeadAfter)
@@ -156,8 +162,10 @@ func (n *Node) workerTimers() {
 		n.send(&pendingReq{kind: rkHeartbeat, known: w.known, drainGen: w.drainGen}, OpHeartbeat{ID: n.cfg.NodeID, Incarnation: w.inc, Known: w.known})
 		// Retries ride on the heartbeat's rhythm.
 		n.sendAcks()
+		n.sendGiveBacks()
 		n.syncDrainFlag()
 	}
+	n.supervisionTimers()
 }
 
 func (n *Node) workerWake(add func(time.Time)) {
@@ -174,6 +182,7 @@ func (n *Node) workerWake(add func(time.Time)) {
 	if !w.hbInFlight {
 		add(w.hbNext)
 	}
+	n.supervisionWake(add)
 }
 
 func (n *Node) onHeartbeat(p *pendingReq, v any, err error) {
@@ -312,12 +321,13 @@ func (n *Node) reconcile(rows []Assignment) {
 		}
 	}
 	n.sendAcks()
+	n.reconcileSupervision(want)
 	if !n.now.Before(w.livenessUntil) || n.phase >= phaseFinishing {
 		return
 	}
 	for _, p := range keys {
 		r := want[p]
-		if r.State != Assigned {
+		if r.State != Assigned || n.held(p, r.Generation) {
 			continue
 		}
 		if _, running := w.owned[p]; !running {
@@ -373,6 +383,7 @@ func (n *Node) nodeDead(err error) {
 	n.dropPending(func(p *pendingReq) bool { return p.kind.worker() })
 	w.hbInFlight, w.drainInFlight, w.registering = false, false, false
 	w.acks = map[PartitionID]*pendingAck{}
+	n.forgetSupervision()
 	w.known, w.myRows, w.fenced = 0, 0, false
 	w.incoming = nil
 	w.drainSynced = false

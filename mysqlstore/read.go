@@ -1,6 +1,7 @@
 package mysqlstore
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -61,7 +62,10 @@ func (p unionParts) build(cluster string) (string, []any) {
 		q.WriteString(" UNION ALL SELECT 2, domain, name, X'', X'', partitions, 0, 0, 0, 0, 0, X'' FROM helix_tasklists WHERE cluster = ?")
 		args = append(args, cluster)
 	}
-	const rowCols = " UNION ALL SELECT 3, domain, tasklist, owner_id, target, part_no, incarnation, generation, state, epoch, revision, X'' FROM helix_assignments"
+	// The last column carries the give-back (GivenBackBy NUL GivenBackAt in µs), empty
+	// when the row was never given back: names hold no control characters.
+	const rowCols = " UNION ALL SELECT 3, domain, tasklist, owner_id, target, part_no, incarnation, generation, state, epoch, revision, " +
+		"IF(given_back_by = '', X'', CONCAT(given_back_by, X'00', CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', given_back_at) AS CHAR))) FROM helix_assignments"
 	if p.rows {
 		q.WriteString(rowCols + " WHERE cluster = ? AND revision > ?")
 		args = append(args, cluster, p.since)
@@ -144,6 +148,11 @@ func (s *Store) scanUnion(ctx context.Context, query string, args []any) (unionR
 				Owner:     string(s3), Target: string(s4), Incarnation: uint64(n2), Generation: uint64(n3),
 				State: engine.PartitionState(n4), Epoch: uint64(n5), Revision: uint64(n6),
 			})
+			if len(b) > 0 {
+				if err := decodeGivenBack(b, &res.rows[len(res.rows)-1]); err != nil {
+					return res, err
+				}
+			}
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -207,5 +216,16 @@ func decodeProcess(b []byte, n *engine.NodeInfo) error {
 	}
 	n.PID = pid
 	n.ReplaceBy = engine.NodeProcess{Process: parts[1], Host: parts[2], PID: rpid}
+	return nil
+}
+
+// decodeGivenBack parses the give-back column of a row: "node NUL microseconds".
+func decodeGivenBack(b []byte, a *engine.Assignment) error {
+	by, at, ok := bytes.Cut(b, []byte{0})
+	v, err := strconv.ParseInt(string(at), 10, 64)
+	if !ok || err != nil {
+		return fmt.Errorf("mysqlstore: malformed given_back of %s: %q", a.Partition, b)
+	}
+	a.GivenBackBy, a.GivenBackAt = string(by), fromUS(v)
 	return nil
 }

@@ -632,3 +632,64 @@ func (s *Store) AckRelease(ctx context.Context, a engine.Ack) (engine.Reply, err
 	}
 	return engine.Reply{Now: now}, nil
 }
+
+// GiveBack implements engine.Store: the owner hands back an Assigned row whose handler
+// keeps failing on it. Checks in the reference store's order: ErrNodeDead, ErrNotFound,
+// ErrConflict.
+func (s *Store) GiveBack(ctx context.Context, g engine.Ack) (engine.Reply, error) {
+	if err := engine.ValidateGiveBack(g); err != nil {
+		return engine.Reply{}, err
+	}
+	var now time.Time
+	var newRev uint64
+	err := s.inTx(ctx, "give_back", func(tx *sql.Tx) error {
+		rev, n, err := s.lockRevision(ctx, tx)
+		if err != nil {
+			return err
+		}
+		now = n
+		nodes, err := s.lockNodes(ctx, tx, map[string]bool{g.Node: true})
+		if err != nil {
+			return err
+		}
+		if nd, ok := nodes[g.Node]; !ok || nd.incarnation != g.Incarnation || nd.status != engine.NodeAlive {
+			return fmt.Errorf("give back %s by %s/%d: %w", g.Partition, g.Node, g.Incarnation, engine.ErrNodeDead)
+		}
+		cur, err := s.lockRows(ctx, tx, []engine.Change{{Partition: g.Partition}})
+		if err != nil {
+			return err
+		}
+		r, ok := cur[g.Partition]
+		if !ok {
+			return fmt.Errorf("give back %s: no such row: %w", g.Partition, engine.ErrNotFound)
+		}
+		if r.State != engine.Assigned || r.Owner != g.Node || r.Incarnation != g.Incarnation || r.Generation != g.Generation {
+			return fmt.Errorf("give back %s by %s/%d at generation %d: row is %s by %s/%d at generation %d: %w",
+				g.Partition, g.Node, g.Incarnation, g.Generation, r.State, r.Owner, r.Incarnation, r.Generation, engine.ErrConflict)
+		}
+		newRev = rev + 1
+		if _, err := tx.ExecContext(ctx, "UPDATE helix_assignments SET state = 0, owner_id = '', incarnation = 0, target = '', "+
+			"given_back_by = ?, given_back_at = TIMESTAMPADD(MICROSECOND, ?, '1970-01-01 00:00:00'), revision = ? "+
+			"WHERE cluster = ? AND domain = ? AND tasklist = ? AND part_no = ?",
+			g.Node, now.UnixMicro(), newRev, s.cluster, g.Partition.Domain, g.Partition.TaskList, g.Partition.Partition); err != nil {
+			return err
+		}
+		if err := s.updateNodes(ctx, tx, "assign_rev = assign_rev + 1", map[string]bool{g.Node: true}); err != nil {
+			return err
+		}
+		return setRevision(ctx, tx, s.cluster, newRev)
+	}, func(ctx context.Context) (bool, error) {
+		// Our write gave the row revision newRev; nobody else could give it that one.
+		var rev uint64
+		err := s.db.QueryRowContext(ctx, "SELECT revision FROM helix_assignments WHERE cluster = ? AND domain = ? AND tasklist = ? AND part_no = ?",
+			s.cluster, g.Partition.Domain, g.Partition.TaskList, g.Partition.Partition).Scan(&rev)
+		if err != nil {
+			return false, err
+		}
+		return rev == newRev, nil
+	})
+	if err != nil {
+		return engine.Reply{}, err
+	}
+	return engine.Reply{Now: now}, nil
+}

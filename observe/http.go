@@ -52,6 +52,11 @@ type NodeView struct {
 	Unhealthy      string `json:"unhealthy,omitempty"`
 	SelfFenced     bool   `json:"self_fenced"`
 	LastStoreError string `json:"last_store_error,omitempty"`
+	// Partitions: every partition of the node with its supervision state (running,
+	// restarting with next_attempt, giving_back, given_back); Failing (coordinator):
+	// partitions given back by every eligible worker, held until a cool-down ends.
+	Partitions []helix.PartitionState `json:"partitions"`
+	Failing    []string               `json:"failing"`
 	// Status is the full status, for callers in Go.
 	Status helix.Status `json:"-"`
 }
@@ -83,6 +88,7 @@ func View(n *helix.Node) NodeView {
 		v.Owned = append(v.Owned, OwnedView{Partition: o.Partition.String(), Generation: o.Generation})
 		v.PerTaskList[o.Partition.Domain+"/"+o.Partition.TaskList]++
 	}
+	v.Partitions, v.Failing = partitionViews(s)
 	return v
 }
 
@@ -220,12 +226,20 @@ code{background:#f6f6f6;padding:0 .2em}
 {{if .Handoffs}}<table><tr><th>partition</th><th>from</th><th>to</th><th>generation</th></tr>
 {{range .Handoffs}}<tr><td>{{.Partition}}</td><td>{{.From}}</td><td>{{.To}}</td><td>{{.Generation}}</td></tr>{{end}}</table>
 {{else}}<p>none</p>{{end}}
+{{if .GivenBack}}<h2>Given back (handler failing, last hour)</h2>
+<table><tr><th>partition</th><th>given back by</th><th>ago</th><th>owner now</th><th>generation</th></tr>
+{{range .GivenBack}}<tr><td>{{.Partition}}</td><td>{{.By}}</td><td>{{ms .Age}}</td><td>{{if .Owner}}{{.Owner}}{{else}}<b>unowned</b>{{end}}</td><td>{{.Generation}}</td></tr>{{end}}</table>{{end}}
 {{end}}
 {{with .ClusterError}}<p style="color:#b00">store: {{.}}</p>{{end}}
 <h2>This process</h2>
 <table><tr><th>node</th><th>role</th><th>epoch</th><th>registered</th><th>draining</th><th>handlers</th><th>heartbeat age</th></tr>
 {{range .Nodes}}<tr><td>{{.ID}}</td><td>{{if .Coordinator}}<span class="coord">coordinator</span>{{else}}worker{{end}}</td><td>{{.Epoch}}</td>
 <td>{{.Registered}}</td><td>{{.Draining}}</td><td>{{.Handlers}}</td><td>{{ms .HeartbeatAge}}</td></tr>{{end}}
+</table>
+<h2>Supervision</h2>
+<table><tr><th>node</th><th>partition</th><th>generation</th><th>state</th><th>failures</th><th>next attempt</th><th>last error</th></tr>
+{{range $n := .Nodes}}{{range .Partitions}}{{if or (ne .State "running") .Failures}}<tr><td>{{$n.ID}}</td><td>{{.Partition}}</td><td>{{.Generation}}</td><td>{{.State}}</td><td>{{.Failures}}</td>
+<td>{{if not .NextAttempt.IsZero}}{{.NextAttempt.Format "15:04:05.000"}}{{end}}</td><td>{{.LastError}}</td></tr>{{end}}{{end}}{{range .Failing}}<tr><td>{{$n.ID}}</td><td>{{.}}</td><td></td><td>failing everywhere</td><td></td><td></td><td></td></tr>{{end}}{{end}}
 </table>
 </body></html>
 `))

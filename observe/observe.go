@@ -27,6 +27,7 @@ type Metrics struct {
 	moves        *prometheus.CounterVec
 	handoff      *prometheus.HistogramVec
 	events       *prometheus.CounterVec
+	sup          *supMetrics // supervise.go
 
 	mu    sync.Mutex
 	nodes map[string]*helix.Node
@@ -74,6 +75,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		(*gauges)(m),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector())
+	m.sup = newSupMetrics(reg, m)
 	return m
 }
 
@@ -111,6 +113,7 @@ func (m *Metrics) PartitionStopped(node string, p helix.Partition, reason engine
 // Event implements helix.Observer.
 func (m *Metrics) Event(node string, e engine.Event) {
 	m.events.WithLabelValues(node, e.Kind).Inc()
+	m.sup.event(node, e)
 }
 
 // gauges is the collector of the watched nodes' pulled gauges.
@@ -140,7 +143,8 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-func (g *gauges) Collect(ch chan<- prometheus.Metric) {
+// watched returns the watched nodes sorted by id.
+func (g *gauges) watched() []*helix.Node {
 	g.mu.Lock()
 	ids := make([]string, 0, len(g.nodes))
 	for id := range g.nodes {
@@ -152,7 +156,11 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 		nodes[i] = g.nodes[id]
 	}
 	g.mu.Unlock()
-	for _, n := range nodes {
+	return nodes
+}
+
+func (g *gauges) Collect(ch chan<- prometheus.Metric) {
+	for _, n := range g.watched() {
 		s := n.Status()
 		id := n.ID()
 		ch <- prometheus.MustNewConstMetric(descCoordinator, prometheus.GaugeValue, b2f(s.Coordinator), id)

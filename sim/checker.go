@@ -447,6 +447,10 @@ func (s *Sim) endCheck() {
 		s.fail(p.inv, p.msg+bound)
 		return
 	}
+	if p := s.failingProblem(); p != nil {
+		s.fail(p.inv, p.msg+bound)
+		return
+	}
 	if s.endPhase == 1 {
 		s.steadyRev = s.rowRev
 		s.push(event{at: s.now + int64(steadyWindow), kind: evEnd})

@@ -14,9 +14,10 @@ const (
 	evSample                   // once per virtual second: timeline sample, liveness
 	evHeal                     // faults stop, the core is healed
 	evEnd                      // the run ends: liveness check
+	evFail                     // a partition handler fails (failing.go)
 )
 
-var evNames = [...]string{"", "start", "tick", "arrive", "reply", "action", "undo", "resume", "sample", "heal", "end"}
+var evNames = [...]string{"", "start", "tick", "arrive", "reply", "action", "undo", "resume", "sample", "heal", "end", "fail"}
 
 func (k evKind) String() string { return evNames[k] }
 
@@ -33,6 +34,7 @@ type event struct {
 	req   *request
 	act   *Action
 	undo  undoFn
+	fail  *handlerFailure // evFail
 }
 
 type undoFn func(s *Sim)

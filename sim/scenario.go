@@ -52,6 +52,8 @@ type Scenario struct {
 	Timeline  []Action      `json:"timeline"`
 	Swarm     *Swarm        `json:"swarm,omitempty"`
 	Expect    Expect        `json:"expect"`
+	// Failing lists partition handlers that fail on given nodes (failing.go).
+	Failing []FailingHandler `json:"failing_handlers,omitempty"`
 }
 
 // NodeGroup is Count nodes named Prefix1..PrefixN that start at Start.
@@ -94,6 +96,12 @@ type TimingConfig struct {
 	RequestTimeout       Duration `json:"request_timeout,omitempty"`
 	MaxInFlight          int      `json:"max_in_flight,omitempty"`
 	MaxInFlightPerWorker int      `json:"max_in_flight_per_worker,omitempty"`
+	// Supervision of failing handlers (engine.Config's fields of the same names).
+	RestartBase      Duration `json:"restart_base,omitempty"`
+	RestartMax       Duration `json:"restart_max,omitempty"`
+	GiveBackAfter    int      `json:"give_back_after,omitempty"`
+	GiveBackWindow   Duration `json:"give_back_window,omitempty"`
+	GiveBackCoolDown Duration `json:"give_back_cool_down,omitempty"`
 }
 
 // EngineConfig builds the engine.Config of one node.
@@ -114,6 +122,11 @@ func (t TimingConfig) EngineConfig(id string, g NodeGroup) engine.Config {
 		RequestTimeout:       t.RequestTimeout.D(),
 		MaxInFlight:          t.MaxInFlight,
 		MaxInFlightPerWorker: t.MaxInFlightPerWorker,
+		RestartBase:          t.RestartBase.D(),
+		RestartMax:           t.RestartMax.D(),
+		GiveBackAfter:        t.GiveBackAfter,
+		GiveBackWindow:       t.GiveBackWindow.D(),
+		GiveBackCoolDown:     t.GiveBackCoolDown.D(),
 	}.WithDefaults()
 }
 
@@ -320,6 +333,9 @@ func (sc *Scenario) Validate() error {
 		if sw.MaxDrift < 0 || sw.MaxDrift >= 0.9 {
 			return verr("swarm.max_drift", "must be in [0, 0.9)")
 		}
+	}
+	if err := validateFailing(sc); err != nil {
+		return err
 	}
 	e := sc.Expect
 	if e.Violation != "" && !slices.Contains(Invariants, e.Violation) {

@@ -477,6 +477,8 @@ func (s *Sim) dispatch(e event) {
 		s.begin(e, "liveness check")
 		s.endCheck()
 		s.finish()
+	case evFail:
+		s.deliverFailure(e)
 	}
 }
 
@@ -570,6 +572,7 @@ func (s *Sim) step(nd *simNode, in engine.Input, mode int) {
 			s.cov[stopNames[e.Reason]]++
 		case engine.StartPartition:
 			refresh = true
+			s.scheduleFailure(nd, e)
 		case engine.Event:
 			if !quietEvents[e.Kind] {
 				refresh = true
@@ -609,7 +612,7 @@ var quietEvents = map[string]bool{"applied": true, "apply_failed": true, "shutdo
 
 var stopNames = map[engine.StopReason]string{
 	engine.StopReleased: "stop_released", engine.StopSelfFenced: "stop_self_fenced", engine.StopNodeDead: "stop_node_dead",
-	engine.StopShutdown: "stop_shutdown", engine.StopRevoked: "stop_revoked",
+	engine.StopShutdown: "stop_shutdown", engine.StopRevoked: "stop_revoked", engine.StopFailed: "stop_failed",
 }
 
 // refreshes is the refresh mode for a reply to op: lazy if it can change the node's
@@ -723,7 +726,7 @@ func (s *Sim) giveUpLater(req *request) {
 
 func isWrite(op engine.Op) bool {
 	switch op.(type) {
-	case engine.OpApply, engine.OpAckRelease, engine.OpRegisterNode, engine.OpDeregisterNode,
+	case engine.OpApply, engine.OpAckRelease, engine.OpGiveBack, engine.OpRegisterNode, engine.OpDeregisterNode,
 		engine.OpAcquireLease, engine.OpRenewLease, engine.OpReleaseLease, engine.OpUpdateNode, engine.OpHeartbeat:
 		return true
 	}
@@ -892,6 +895,13 @@ func (s *Sim) execute(req *request) (any, error) {
 			// is void and has moved. Accepting it tells a node whose partitions were
 			// given away that it is alive.
 			s.fail("S3", fmt.Sprintf("the store accepted a heartbeat from %s/%d, an incarnation that is dead (declared, replaced or deregistered)", op.ID, op.Incarnation))
+		}
+		return v, err
+	case engine.OpGiveBack:
+		v, err := op.Do(s.ctx, s.store)
+		if err == nil {
+			s.cover("given_back")
+			s.syncRows()
 		}
 		return v, err
 	default:

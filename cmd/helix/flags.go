@@ -38,6 +38,8 @@ var sharedFlags = map[string]bool{
 	"lease-ttl": true, "renew": true, "retry": true, "heartbeat": true, "dead-after": true, "tick": true,
 	"request-timeout": true, "safety-margin": true, "stop-timeout": true, "max-in-flight": true,
 	"max-in-flight-per-worker": true, "node-retention": true,
+	"restart-base": true, "restart-max": true, "restart-jitter": true, "restart-linear": true,
+	"give-back-after": true, "give-back-window": true, "give-back-cool-down": true,
 }
 
 // envName is the environment variable of command cmd's flag (see sharedFlags).

@@ -46,6 +46,10 @@ func runNode(ctx context.Context, e *env, args []string) int {
 	startTimeout := fs.Duration("start-timeout", time.Minute, "while the database is unreachable, refuses the credentials or is not migrated\nat start, retry (with backoff, each attempt logged) this long before exiting 1; 0: try once")
 	retention := fs.Duration("node-retention", defaultNodeRetention, "how long a dead or deregistered node stays in the nodes table and helix status\nbefore the coordinator deletes it (what fencing needs is kept); 0: forever")
 	replace := fs.Bool("replace", false, "take the node id over from another live process that holds it (it is evicted and\nexits; this node registers once its registration expires, at most --dead-after);\nwithout it a node whose id is held refuses to start")
+	var xf execFlags // exec_linux.go
+	var spf supFlags // supervise.go
+	xf.register(fs)
+	spf.register(fs)
 	pos, code, ok := parseFlags(e, fs, args)
 	if !ok {
 		return code
@@ -55,6 +59,9 @@ func runNode(ctx context.Context, e *env, args []string) int {
 	}
 	cfg, err := nf.config()
 	if err != nil {
+		return badUsage(e, fs, "%v", err)
+	}
+	if err := spf.apply(&cfg); err != nil {
 		return badUsage(e, fs, "%v", err)
 	}
 	log, err := lf.logger(e.stderr)
@@ -70,6 +77,12 @@ func runNode(ctx context.Context, e *env, args []string) int {
 	// The driver's own lines ("closing bad idle connection", …) go through the same
 	// structured log as everything else.
 	mysqlstore.SetDriverLogger(log)
+	handler := demoHandler(log.With("node", cfg.NodeID), *work)
+	if h, err := xf.handler(cfg, nf.stopTimeout, log.With("node", cfg.NodeID)); err != nil {
+		return badUsage(e, fs, "%v", err)
+	} else if h != nil {
+		handler = h
+	}
 	store, err := sf.openRetrying(ctx, e, log.With("node", cfg.NodeID), *startTimeout)
 	if err != nil {
 		return fail(e, "node", err)
@@ -79,7 +92,7 @@ func runNode(ctx context.Context, e *env, args []string) int {
 	reg := prometheus.NewRegistry()
 	metrics := observe.New(reg)
 	cfg.Replace = *replace
-	node, err := helix.NewNode(cfg, store, demoHandler(log.With("node", cfg.NodeID), *work),
+	node, err := helix.NewNode(cfg, store, handler,
 		helix.WithLogger(log), helix.WithObserver(metrics), helix.WithStopTimeout(nf.stopTimeout))
 	if err != nil {
 		return fail(e, "node", err)

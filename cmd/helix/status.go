@@ -97,6 +97,7 @@ func printStatus(w io.Writer, cs helix.ClusterStatus) {
 		}
 		tw.Flush()
 	}
+	printGivenBack(w, cs.GivenBack)
 }
 
 // processOf says where a node's registered process runs ("host pid 123"), or "-".

@@ -758,6 +758,37 @@ func (s *Store) AckRelease(ctx context.Context, a engine.Ack) (engine.Reply, err
 	return engine.Reply{Now: now}, nil
 }
 
+// GiveBack implements engine.Store: the owner hands back an Assigned row whose handler
+// keeps failing on it. Same error order as AckRelease.
+func (s *Store) GiveBack(ctx context.Context, g engine.Ack) (engine.Reply, error) {
+	if err := engine.ValidateGiveBack(g); err != nil {
+		return engine.Reply{}, err
+	}
+	now, err := s.begin(ctx, "give_back")
+	if err != nil {
+		return engine.Reply{}, err
+	}
+	defer s.mu.Unlock()
+	if !s.live(g.Node, g.Incarnation, nil) {
+		return engine.Reply{}, errf(engine.ErrNodeDead, "give back %s by %s/%d", g.Partition, g.Node, g.Incarnation)
+	}
+	r := s.rows[g.Partition]
+	if r == nil {
+		return engine.Reply{}, errf(engine.ErrNotFound, "give back %s: no such row", g.Partition)
+	}
+	if r.State != engine.Assigned || r.Owner != g.Node || r.Incarnation != g.Incarnation || r.Generation != g.Generation {
+		return engine.Reply{}, errf(engine.ErrConflict, "give back %s by %s/%d at generation %d: row is %s by %s/%d at generation %d",
+			g.Partition, g.Node, g.Incarnation, g.Generation, r.State, r.Owner, r.Incarnation, r.Generation)
+	}
+	s.setOwner(r.Partition, r.Owner, "")
+	r.State, r.Owner, r.Incarnation, r.Target = engine.Unassigned, "", 0, ""
+	r.GivenBackBy, r.GivenBackAt = g.Node, now
+	r.Revision = s.bump(r.Partition)
+	s.bumpNodes(map[string]bool{g.Node: true})
+	s.writes["give_back"]++
+	return engine.Reply{Now: now}, nil
+}
+
 // ---- inspection, for tests and the simulator's checker ----
 
 // Snapshot is a consistent copy of every table, each sorted (leases by key, nodes by id,

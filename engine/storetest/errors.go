@@ -440,6 +440,44 @@ func testErrors(t *testing.T, newStore func(t *testing.T) (engine.Store, Clock))
 			return err
 		}, engine.ErrInvalid, "batch.changes[0].partition.domain"},
 
+		// ---- give-backs ----
+		{"give back: dead node", func(ctx context.Context, f *fixture) error {
+			_, err := f.s.GiveBack(ctx, engine.Ack{Partition: f.t4, Node: "C", Incarnation: f.incC, Generation: f.row(f.t4).Generation})
+			return err
+		}, engine.ErrNodeDead, ""},
+		{"give back: replaced incarnation", func(ctx context.Context, f *fixture) error {
+			_, err := f.s.GiveBack(ctx, engine.Ack{Partition: f.t0, Node: "A", Incarnation: f.incA - 1, Generation: f.row(f.t0).Generation})
+			return err
+		}, engine.ErrNodeDead, ""},
+		{"give back: no such row", func(ctx context.Context, f *fixture) error {
+			_, err := f.s.GiveBack(ctx, engine.Ack{Partition: pid("d", "none", 0), Node: "A", Incarnation: f.incA, Generation: 1})
+			return err
+		}, engine.ErrNotFound, ""},
+		{"give back: row releasing", func(ctx context.Context, f *fixture) error {
+			_, err := f.s.GiveBack(ctx, engine.Ack{Partition: f.t1, Node: "A", Incarnation: f.incA, Generation: f.row(f.t1).Generation})
+			return err
+		}, engine.ErrConflict, ""},
+		{"give back: row unassigned", func(ctx context.Context, f *fixture) error {
+			_, err := f.s.GiveBack(ctx, engine.Ack{Partition: f.t2, Node: "A", Incarnation: f.incA, Generation: f.row(f.t2).Generation})
+			return err
+		}, engine.ErrConflict, ""},
+		{"give back: wrong generation", func(ctx context.Context, f *fixture) error {
+			_, err := f.s.GiveBack(ctx, engine.Ack{Partition: f.t0, Node: "A", Incarnation: f.incA, Generation: f.row(f.t0).Generation + 1})
+			return err
+		}, engine.ErrConflict, ""},
+		{"give back: by a live node that is not the owner", func(ctx context.Context, f *fixture) error {
+			_, err := f.s.GiveBack(ctx, engine.Ack{Partition: f.t0, Node: "B", Incarnation: f.incB, Generation: f.row(f.t0).Generation})
+			return err
+		}, engine.ErrConflict, ""},
+		{"give back: zero incarnation", func(ctx context.Context, f *fixture) error {
+			_, err := f.s.GiveBack(ctx, engine.Ack{Partition: f.t0, Node: "A", Incarnation: 0, Generation: 1})
+			return err
+		}, engine.ErrInvalid, "give_back.incarnation"},
+		{"give back: empty node", func(ctx context.Context, f *fixture) error {
+			_, err := f.s.GiveBack(ctx, engine.Ack{Partition: f.t0, Node: "", Incarnation: 1, Generation: 1})
+			return err
+		}, engine.ErrInvalid, "give_back.node"},
+
 		// ---- release acknowledgements ----
 		{"ack: dead node", func(ctx context.Context, f *fixture) error {
 			_, err := f.s.AckRelease(ctx, engine.Ack{Partition: f.t4, Node: "C", Incarnation: f.incC, Generation: f.row(f.t4).Generation})

@@ -103,6 +103,7 @@ func Run(t *testing.T, newStore func(t *testing.T) (engine.Store, Clock)) {
 	t.Run("Assignments", func(t *testing.T) { testAssignments(t, newStore) })
 	t.Run("StateMachine", func(t *testing.T) { testStateMachine(t, newStore) })
 	t.Run("Identity", func(t *testing.T) { testIdentity(t, newStore) })
+	t.Run("GiveBack", func(t *testing.T) { testGiveBack(t, newStore) })
 }
 
 // harness wraps a store with must-succeed helpers that fail the test on error.

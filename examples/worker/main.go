@@ -61,27 +61,29 @@ func (s *sink) write(p helix.Partition) (int, error) {
 func process(out *sink, log *slog.Logger) helix.Handler {
 	return helix.HandlerFunc(func(ctx context.Context, p helix.Partition) error {
 		log.Info("processing", "partition", p.ID.String(), "generation", p.Generation)
-		tick := time.NewTicker(200 * time.Millisecond)
+		const batch = 200 * time.Millisecond
+		tick := time.NewTicker(batch)
 		defer tick.Stop()
-		for {
-			select {
+		// helix.Alive before each batch: the batch must end before the node's liveness
+		// deadline (past it, another node may be processing the partition); Alive waits
+		// while the deadline is too close and says false once ctx is done: revoked
+		// (moved elsewhere), self-fenced or shutting down.
+		for helix.Alive(ctx, batch) {
+			if _, err := out.write(p); errors.Is(err, errFenced) {
+				// Someone newer owns it: this node's assignment is stale and its
+				// revocation (or self-fence) is on its way. Returning now would count
+				// as a failure and restart the handler; wait for the stop instead.
+				log.Warn("fenced", "partition", p.ID.String(), "generation", p.Generation, "err", err)
+				<-ctx.Done()
+			}
+			select { // the pace: one batch per tick
 			case <-ctx.Done():
-				// Revoked (moved elsewhere), self-fenced (the node could not prove it is
-				// alive) or shutting down: stop now; helix waits for this return before
-				// telling anyone else they may start.
-				log.Info("stopped", "partition", p.ID.String(), "generation", p.Generation, "why", helix.StopReason(ctx).String())
-				return nil
 			case <-tick.C:
 			}
-			// A step that may take long should fit before the liveness deadline; past
-			// it, another node may be processing the partition.
-			if dl, ok := ctx.Deadline(); ok && time.Until(dl) < 50*time.Millisecond {
-				continue
-			}
-			if _, err := out.write(p); err != nil {
-				return err // fenced: someone newer owns it; stop processing
-			}
 		}
+		// helix waits for this return before telling anyone else they may start.
+		log.Info("stopped", "partition", p.ID.String(), "generation", p.Generation, "why", helix.StopReason(ctx).String())
+		return nil
 	})
 }
 
