@@ -224,7 +224,8 @@ type aWorker struct {
 	member   int32 // position in its class's members
 	inflight int32 // rows Releasing from it (it is alive, so they are in flight)
 	draining bool
-	dirty    bool // in allocator.dirty: rel != brel
+	dirty    bool  // in allocator.dirty: rel != brel
+	cnt      int32 // its sticky cells (see alloc_extras.go)
 
 	// Per task list scratch, valid when stamp == allocator.stamp.
 	stamp  int32
@@ -242,6 +243,7 @@ type aClass struct {
 	offset  int64   // added to every member's rel: the floors given to all of them
 	floor   int64   // of the current task list
 	frac    bool    // of the current task list: P·cap/W is not whole
+	lo, hi  int64   // cluster-wide: every member's extras over all task lists (alloc_extras.go)
 
 	// buckets[rel] is the bitset (bit m = members[m]) of the members with that rel, nil
 	// when empty; count[rel] how many. Emptied bitsets are reused from spare.
@@ -377,11 +379,12 @@ func (f *tlFinder) slot(id *PartitionID) int {
 }
 
 type allocator struct {
-	flaws   flaw.Set
-	ids     []string // the distinct worker ids, sorted: worker i is ids[i]
-	workers []aWorker
-	classes []aClass
-	capSum  int64
+	flaws     flaw.Set
+	forceFast bool     // tests: never solve the extras exactly unless the fast path fails
+	ids       []string // the distinct worker ids, sorted: worker i is ids[i]
+	workers   []aWorker
+	classes   []aClass
+	capSum    int64
 
 	// Owner lookups: the last worker found (noOwner at first), the binary searches made
 	// so far, and the map that replaces them once there are many (nil until then).
@@ -511,25 +514,11 @@ func (a *allocator) byRank(x, y int32) int { return int(a.workers[x].rank) - int
 
 func (a *allocator) eligible(ix int32) bool { return ix >= 0 && a.workers[ix].class >= 0 }
 
-// lessLoad orders workers by partitions per capacity so far, then rank.
-func (a *allocator) lessLoad(i, j int32) bool {
-	wi, wj := &a.workers[i], &a.workers[j]
-	l, r := a.total(i)*wj.cap, a.total(j)*wi.cap
-	if l != r {
-		return l < r
-	}
-	return wi.rank < wj.rank
-}
-
-// cmpLoad is lessLoad as a three-way comparison, for slices.SortFunc.
-func (a *allocator) cmpLoad(x, y int32) int {
-	switch {
-	case x == y:
-		return 0
-	case a.lessLoad(x, y):
-		return -1
-	}
-	return 1
+// newStamp starts the scratch of a new task list (every pass over the task lists takes
+// new stamps, so no scratch survives from one pass to the next).
+func (a *allocator) newStamp() {
+	a.stamp++
+	a.touched = a.touched[:0]
 }
 
 // touch starts worker i's scratch for the current task list, once.
@@ -848,14 +837,17 @@ func (a *allocator) plan(in PlanInput, f flaw.Set) Plan {
 	p.Owner = make([][]int32, len(tls))
 
 	eligibleAny := a.capSum > 0
+	var x *extras
+	if eligibleAny {
+		x = a.solveExtras(tls, slots)
+	}
 	for t := range tls {
 		tl := &tls[t]
 		P := tl.tl.Partitions
 		ss := slots[tl.off : tl.off+P]
 		tg := own[tl.off : tl.off+P : tl.off+P]
 		p.Owner[t] = tg
-		a.stamp = int32(t + 1)
-		a.touched = a.touched[:0]
+		a.newStamp()
 
 		// 1. Who holds what, in-flight releases. The flags let later passes be skipped
 		// when they have nothing to do, as for most task lists of a settled cluster.
@@ -877,71 +869,11 @@ func (a *allocator) plan(in PlanInput, f flaw.Set) Plan {
 			continue
 		}
 
-		// 2. Quotas: floors per class, and R extra slots.
-		R := int64(P)
-		for c := range a.classes {
-			cl := &a.classes[c]
-			cl.floor = int64(P) * cl.cap / a.capSum
-			cl.frac = int64(P)*cl.cap%a.capSum != 0
-			R -= cl.floor * int64(len(cl.members))
-			cl.offset += cl.floor
-		}
-
-		// 3. Sticky extras: to holders above their floor, fewest-so-far first.
-		a.cands = a.cands[:0]
-		for _, i := range a.touched {
-			w := &a.workers[i]
-			cl := &a.classes[w.class]
-			if cl.frac && int64(w.cur) > cl.floor {
-				a.cands = append(a.cands, i)
-			}
-		}
-		if int64(len(a.cands)) > R {
-			slices.SortFunc(a.cands, a.cmpLoad)
-			a.cands = a.cands[:R]
-		}
-		for _, i := range a.cands {
+		// 2. Quotas: the class floors, + 1 for the workers solveExtras gave an extra.
+		a.classQuotas(P)
+		for _, i := range x.xW[x.xOff[t]:x.xOff[t+1]] {
+			a.touch(i)
 			a.workers[i].extra = true
-		}
-		R -= int64(len(a.cands))
-
-		// 4. Free extras: to the eligible workers with the fewest so far.
-		if R > 0 {
-			a.syncBuckets()
-			for c := range a.classes {
-				cl := &a.classes[c]
-				cl.peek = -1
-				if cl.frac {
-					cl.startIter()
-					cl.peek = a.next(cl)
-				}
-			}
-			for ; R > 0; R-- {
-				best := -1
-				for c := range a.classes {
-					if i := a.classes[c].peek; i >= 0 && (best < 0 || a.lessLoad(i, a.classes[best].peek)) {
-						best = c
-					}
-				}
-				if best < 0 {
-					panic("helix: allocator invariant: fewer fractional workers than extra slots")
-				}
-				cl := &a.classes[best]
-				i := cl.peek
-				a.touch(i)
-				a.workers[i].extra = true
-				cl.peek = a.next(cl)
-			}
-		}
-		// The extras' totals grow by one (their bucket follows in syncBuckets).
-		for _, i := range a.touched {
-			if w := &a.workers[i]; w.extra {
-				w.rel++
-				if !w.dirty {
-					w.dirty = true
-					a.dirty = append(a.dirty, i)
-				}
-			}
 		}
 
 		// 5. Keep: each holder keeps up to its quota, Assigned rows first (lowest numbers
