@@ -386,6 +386,10 @@ type allocator struct {
 	classes   []aClass
 	capSum    int64
 
+	// Rows counting toward (or hinting at) an eligible worker, and rows in flight: upper
+	// bounds (a partition listed twice counts twice); zero lets passes be skipped.
+	holds, inflightRows int
+
 	// Owner lookups: the last worker found (noOwner at first), the binary searches made
 	// so far, and the map that replaces them once there are many (nil until then).
 	lastOwnerIx int32
@@ -795,6 +799,12 @@ func (a *allocator) readRows(rows []Assignment, slots []aSlot, f tlFinder) {
 			o = -int32(r) - 2
 		}
 		sl.owner, sl.hk = o+1, uint32(h+1)<<kindBits|uint32(k|kindSeen)
+		if h >= 0 {
+			a.holds++ // at least as many as the sticky cells (alloc_extras.go)
+		}
+		if k&kindMask == kindInFlight {
+			a.inflightRows++
+		}
 	}
 }
 
@@ -840,6 +850,7 @@ func (a *allocator) plan(in PlanInput, f flaw.Set) Plan {
 	var x *extras
 	if eligibleAny {
 		x = a.solveExtras(tls, slots)
+		p.InFlight = x.inflight
 	}
 	for t := range tls {
 		tl := &tls[t]
@@ -849,25 +860,22 @@ func (a *allocator) plan(in PlanInput, f flaw.Set) Plan {
 		p.Owner[t] = tg
 		a.newStamp()
 
-		// 1. Who holds what, in-flight releases. The flags let later passes be skipped
-		// when they have nothing to do, as for most task lists of a settled cluster.
-		var flags uint8
-		for k, sl := range ss {
+		// 1. In-flight releases, and flags that let later passes be skipped when they
+		// have nothing to do, as for most task lists of a settled cluster. With eligible
+		// workers solveExtras has read them already, in its pass over the rows.
+		for k := range tg {
 			tg[k] = -1
-			kd := sl.kind()
-			flags |= kd
-			if kd&kindMask == kindInFlight {
-				a.workers[sl.owner-1].inflight++
-				p.InFlight++
-			}
-			if h := sl.hold(); h >= 0 && kd&kindHint == 0 {
-				a.touch(h)
-				a.workers[h].cur++
-			}
 		}
 		if !eligibleAny {
+			for _, sl := range ss {
+				if sl.kind()&kindMask == kindInFlight {
+					a.workers[sl.owner-1].inflight++
+					p.InFlight++
+				}
+			}
 			continue
 		}
+		flags := x.flags[t]
 
 		// 2. Quotas: the class floors, + 1 for the workers solveExtras gave an extra.
 		a.classQuotas(P)
@@ -890,6 +898,7 @@ func (a *allocator) plan(in PlanInput, f flaw.Set) Plan {
 				if h < 0 || sl.kind()&(kindHint|kindViaRelease) != want {
 					continue
 				}
+				a.touch(h)
 				if w := &a.workers[h]; w.kept < a.quota(h) {
 					w.kept++
 					tg[k] = h

@@ -1,5 +1,7 @@
 package engine
 
+import "slices"
+
 // The extras problem: which workers get the ceiling (floor + 1) of each task list.
 //
 // Per task list t and eligible worker i the quota is lo(t,i) = ⌊Pt·wi/W⌋, plus one
@@ -53,6 +55,7 @@ type extras struct {
 	hOff  []int32 // hints[hOff[t]:hOff[t+1]]: workers an acknowledged release of t names
 	hints []int32
 	K     int64 // workers that may take hi_k
+	sumR  int64 // extras in all
 	xUsed int64 // workers above lo_k so far
 
 	// The result: xW[xOff[t]:xOff[t+1]] are the workers with an extra of task list t.
@@ -60,6 +63,11 @@ type extras struct {
 	xW   []int32
 
 	exact bool // step 3 ran (for tests)
+
+	// The plan's bookkeeping, gathered in the same pass: per task list the kinds of its
+	// rows (or-ed), and the rows Releasing from a live owner.
+	flags    []uint8
+	inflight int
 }
 
 // classQuotas sets every class's floor and frac for task list of P partitions.
@@ -99,7 +107,7 @@ func (a *allocator) solveExtras(tls []aTaskList, slots []aSlot) *extras {
 		x.R[t] = int32(r)
 		sumR += r
 	}
-	x.K = sumR
+	x.K, x.sumR = sumR, sumR
 	for c := range a.classes {
 		cl := &a.classes[c]
 		share := P * cl.cap
@@ -109,19 +117,33 @@ func (a *allocator) solveExtras(tls []aTaskList, slots []aSlot) *extras {
 	}
 
 	// Sticky cells and hints, per task list.
+	x.cells = make([]xCell, 0, min(a.holds, len(slots)))
+	// This pass also does the plan's per task list bookkeeping: the flags of the kinds
+	// of its rows, and the releases in flight.
+	x.flags = make([]uint8, T)
 	for t := range tls {
+		if a.holds == 0 && a.inflightRows == 0 {
+			break // nothing held, no hints, nothing in flight: from scratch
+		}
 		tl := &tls[t]
 		ss := slots[tl.off : tl.off+tl.tl.Partitions]
 		a.newStamp()
 		var hinted []int32
+		var flags uint8
 		for _, sl := range ss {
+			kd := sl.kind()
+			flags |= kd
+			if kd&kindMask == kindInFlight {
+				a.workers[sl.owner-1].inflight++
+				x.inflight++
+			}
 			h := sl.hold()
 			if h < 0 {
 				continue
 			}
 			a.touch(h)
 			w := &a.workers[h]
-			switch k := sl.kind(); {
+			switch k := kd; {
 			case k&kindHint != 0:
 				w.kept++ // here: the hints naming it
 				if !w.listed {
@@ -154,6 +176,7 @@ func (a *allocator) solveExtras(tls []aTaskList, slots []aSlot) *extras {
 		}
 		x.cOff[t+1] = int32(len(x.cells))
 		x.hOff[t+1] = int32(len(x.hints))
+		x.flags[t] = flags
 	}
 
 	// Small problems are solved exactly, with ties broken by a fixed order (see
@@ -202,53 +225,151 @@ func (a *allocator) markDirty(i int32) {
 // greedySticky fills step 1's flow greedily and returns an upper bound of its value:
 // a task list gives at most min(Rt, its sticky cells), a worker takes at most lo_k of
 // its sticky cells plus, for at most K workers, one more.
+//
+// The cells it leaves out matter for step 2: their task lists' extras go to other
+// workers, each to a different one, and a worker that joined needs its share from as
+// many different task lists. So a worker over its limit gives up cells in the task lists
+// with the fewest extras left over so far.
 func (a *allocator) greedySticky(x *extras) int64 {
-	for pass := 0; pass < 2; pass++ {
-		for t := range x.R {
-			for _, rel := range [2]bool{true, false} { // handoffs in flight first
-				for c := x.cOff[t]; c < x.cOff[t+1] && x.sT[t] < x.R[t]; c++ {
-					cell := &x.cells[c]
-					if cell.on || cell.rel != rel {
-						continue
+	N := len(a.workers)
+	wOff, wCells := x.byWorker(N)
+	for i := range a.workers {
+		a.workers[i].cnt = wOff[i+1] - wOff[i]
+	}
+	surplus := func(i int32) int64 { return int64(a.workers[i].cnt) - a.lo(i) }
+	// 1. A task list keeps at most Rt cells: those of the workers with the least surplus
+	// (they need not give any up), handoffs in flight first.
+	free := make([]int32, len(x.R)) // extras of t not on a sticky cell, so far
+	var byT int64
+	for t := range x.R {
+		cs := x.cells[x.cOff[t]:x.cOff[t+1]]
+		for c := range cs {
+			cs[c].on = true
+		}
+		if n := int32(len(cs)); n > x.R[t] {
+			order := make([]int32, len(cs))
+			for c := range order {
+				order[c] = int32(c)
+			}
+			slices.SortStableFunc(order, func(p, q int32) int {
+				cp, cq := &cs[p], &cs[q]
+				if cp.rel != cq.rel {
+					if cp.rel {
+						return -1
 					}
-					w := &a.workers[cell.w]
-					e, lo, hi := int64(w.rel), a.lo(cell.w), a.hi(cell.w)
-					switch {
-					case e < lo:
-					case pass == 1 && e == lo && e < hi && x.xUsed < x.K:
-						x.xUsed++
-					default:
-						continue
-					}
-					cell.on = true
-					w.rel++
-					x.sT[t]++
+					return 1
 				}
+				if sp, sq := surplus(cp.w), surplus(cq.w); sp != sq {
+					return cmpInt64(sp, sq)
+				}
+				return int(a.workers[cp.w].rank) - int(a.workers[cq.w].rank)
+			})
+			for _, c := range order[x.R[t]:] {
+				cs[c].on = false
+			}
+			n = x.R[t]
+		}
+		x.sT[t] = min(int32(len(cs)), x.R[t])
+		free[t] = x.R[t] - x.sT[t]
+		byT += int64(x.sT[t])
+	}
+	// 2. Each worker keeps at most lo_k, or lo_k + 1 for the first K (by rank) that have
+	// more; it gives up the rest where the fewest extras are left over.
+	var direct, over int64
+	var mine []int32
+	for _, i := range a.rankOrder() {
+		w := &a.workers[i]
+		mine = mine[:0]
+		for _, c := range wCells[wOff[i]:wOff[i+1]] {
+			if x.cells[c].on {
+				mine = append(mine, c)
 			}
 		}
-	}
-	var byT, direct, over int64
-	for t := range x.R {
-		byT += min(int64(x.R[t]), int64(x.cOff[t+1]-x.cOff[t]))
-	}
-	for i := range a.workers {
-		a.workers[i].cnt = 0
-	}
-	for _, c := range x.cells {
-		a.workers[c.w].cnt++
-	}
-	for i := range a.workers {
-		w := &a.workers[i]
-		if w.cnt == 0 {
-			continue
+		lo, hi := a.lo(i), a.hi(i)
+		limit := lo
+		if w.cnt > 0 {
+			direct += min(int64(w.cnt), lo)
+			if int64(w.cnt) > lo && hi > lo {
+				over++
+			}
 		}
-		lo, hi := a.lo(int32(i)), a.hi(int32(i))
-		direct += min(int64(w.cnt), lo)
-		if int64(w.cnt) > lo && hi > lo {
-			over++
+		if int64(len(mine)) > lo && hi > lo && x.xUsed < x.K {
+			limit = lo + 1
+			x.xUsed++
 		}
+		for d := int64(len(mine)) - limit; d > 0; d-- {
+			best := -1
+			for k, c := range mine {
+				if c < 0 {
+					continue
+				}
+				if best < 0 || x.dropBefore(free, c, mine[best]) {
+					best = k
+				}
+			}
+			cell := &x.cells[mine[best]]
+			cell.on = false
+			x.sT[cell.t]--
+			free[cell.t]++
+			mine[best] = -1
+		}
+		w.rel = int32(min(int64(len(mine)), limit))
 	}
 	return min(byT, direct+min(over, x.K))
+}
+
+// dropBefore: giving up cell c costs less than giving up cell d: its task list has
+// fewer extras left over, then it is not a handoff in flight, then it comes first.
+func (x *extras) dropBefore(free []int32, c, d int32) bool {
+	cc, cd := &x.cells[c], &x.cells[d]
+	if free[cc.t] != free[cd.t] {
+		return free[cc.t] < free[cd.t]
+	}
+	if cc.rel != cd.rel {
+		return !cc.rel
+	}
+	return c < d
+}
+
+func cmpInt64(p, q int64) int {
+	switch {
+	case p < q:
+		return -1
+	case p > q:
+		return 1
+	}
+	return 0
+}
+
+// rankOrder is the eligible workers in rank order.
+func (a *allocator) rankOrder() []int32 {
+	var out []int32
+	for c := range a.classes {
+		out = append(out, a.classes[c].members...)
+	}
+	if len(a.classes) > 1 {
+		slices.SortFunc(out, a.byRank)
+	}
+	return out
+}
+
+// byWorker indexes the cells by worker: wCells[wOff[i]:wOff[i+1]] are worker i's.
+func (x *extras) byWorker(N int) (wOff, wCells []int32) {
+	wOff = make([]int32, N+1)
+	for _, c := range x.cells {
+		wOff[c.w+1]++
+	}
+	for i := 1; i <= N; i++ {
+		wOff[i] += wOff[i-1]
+	}
+	wCells = make([]int32, len(x.cells))
+	fill := append([]int32(nil), wOff[:N]...)
+	for c := range x.cells {
+		w := x.cells[c].w
+		wCells[fill[w]] = int32(c)
+		fill[w]++
+	}
+	return wOff, wCells
 }
 
 // augmentSticky finishes step 1's max-flow with shortest augmenting paths. Nodes are the
@@ -260,21 +381,7 @@ func (a *allocator) greedySticky(x *extras) int64 {
 func (a *allocator) augmentSticky(x *extras) {
 	T, N := len(x.R), len(a.workers)
 	X := T + N
-	// The used and unused cells of each worker.
-	wOff := make([]int32, N+1)
-	for _, c := range x.cells {
-		wOff[c.w+1]++
-	}
-	for i := 1; i <= N; i++ {
-		wOff[i] += wOff[i-1]
-	}
-	wCells := make([]int32, len(x.cells))
-	fill := append([]int32(nil), wOff[:N]...)
-	for c := range x.cells {
-		w := x.cells[c].w
-		wCells[fill[w]] = int32(c)
-		fill[w]++
-	}
+	wOff, wCells := x.byWorker(N)
 	prev := make([]int32, X+1)     // node the BFS came from, -1 for none
 	prevCell := make([]int32, X+1) // the cell of that edge, -1 for X's edges
 	seen := make([]bool, X+1)
@@ -361,17 +468,19 @@ func (a *allocator) augmentSticky(x *extras) {
 // worker ended below lo_k.
 func (a *allocator) completeExtras(tls []aTaskList, x *extras) bool {
 	x.xOff = make([]int32, len(tls)+1)
-	x.xW = x.xW[:0]
+	x.xW = make([]int32, 0, x.sumR)
 	for t := range tls {
 		a.newStamp()
+		r := x.R[t] - x.sT[t]
 		for c := x.cOff[t]; c < x.cOff[t+1]; c++ {
 			if cell := &x.cells[c]; cell.on {
-				a.touch(cell.w)
-				a.workers[cell.w].extra = true
 				x.xW = append(x.xW, cell.w)
+				if r > 0 { // the free extras below must skip it
+					a.touch(cell.w)
+					a.workers[cell.w].extra = true
+				}
 			}
 		}
-		r := x.R[t] - x.sT[t]
 		if r > 0 {
 			a.classQuotas(tls[t].tl.Partitions)
 			for _, h := range x.hints[x.hOff[t]:x.hOff[t+1]] {
@@ -519,7 +628,7 @@ func (a *allocator) exactExtras(tls []aTaskList, x *extras) {
 		a.workers[i].rel = 0
 	}
 	x.xOff = make([]int32, T+1)
-	x.xW = x.xW[:0]
+	x.xW = make([]int32, 0, x.sumR)
 	for t := range tls {
 		for _, e := range cellArc[t] {
 			if g.cap[e] == 0 { // saturated: the worker gets the extra
