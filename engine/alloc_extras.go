@@ -559,7 +559,7 @@ func (a *allocator) needier(i, j int32) bool {
 
 // exactCells: up to this many task list × worker cells, the extras problem is solved
 // exactly (exactExtras) rather than by steps 1 and 2.
-const exactCells = 1024
+const exactCells = 256
 
 // exactExtras is step 3: the whole extras problem as a min-cost flow over the explicit
 // table: source → task list t (capacity Rt) → worker i (capacity 1 where Pt·wi/W is not
@@ -662,7 +662,8 @@ type flowGraph struct {
 	next, to  []int32
 	cap, cost []int64
 	pot, dist []int64
-	prevArc   []int32
+	prevArc   []int32 // Dijkstra: the arc into a node; augment: the next arc to try
+	onPath    []bool
 }
 
 func newFlowGraph(n int) *flowGraph {
@@ -748,16 +749,39 @@ func (g *flowGraph) minCostFlow(s, t int32) {
 				g.pot[i] += g.dist[i]
 			}
 		}
-		f := inf
-		for v := t; v != s; v = g.to[g.prevArc[v]^1] {
-			f = min(f, g.cap[g.prevArc[v]])
+		// Every shortest path now uses only arcs of reduced cost 0: send flow along as
+		// many of them as there are (depth-first, a node that led nowhere is not tried
+		// again in this phase) before the next Dijkstra.
+		for i := range g.prevArc {
+			g.prevArc[i] = g.head[i] // here: the next arc to try from node i
 		}
-		for v := t; v != s; v = g.to[g.prevArc[v]^1] {
-			e := g.prevArc[v]
-			g.cap[e] -= f
-			g.cap[e^1] += f
+		g.onPath = slices.Grow(g.onPath[:0], n)[:n]
+		for g.augment(s, t, inf) > 0 {
 		}
 	}
+}
+
+// augment sends up to f along one path of reduced cost 0 from u to t and returns how
+// much it sent.
+func (g *flowGraph) augment(u, t int32, f int64) int64 {
+	if u == t {
+		return f
+	}
+	g.onPath[u] = true
+	defer func() { g.onPath[u] = false }()
+	for ; g.prevArc[u] >= 0; g.prevArc[u] = g.next[g.prevArc[u]] {
+		e := g.prevArc[u]
+		v := g.to[e]
+		if g.cap[e] == 0 || g.onPath[v] || g.cost[e]+g.pot[u]-g.pot[v] != 0 {
+			continue
+		}
+		if d := g.augment(v, t, min(f, g.cap[e])); d > 0 {
+			g.cap[e] -= d
+			g.cap[e^1] += d
+			return d
+		}
+	}
+	return 0
 }
 
 type distItem struct {
