@@ -320,3 +320,66 @@ func BenchmarkAllocFloor(b *testing.B) {
 		})
 	}
 }
+
+// Inputs this large take the allocator's fast path (not the exact solver the engine's
+// small property tests exercise). A join and a leave, throttled to 7 releases at a time
+// and applied round after round as a coordinator would (every release acknowledged
+// before the next plan), must reach the target the first plan named in the fewest
+// rounds the throttle allows, moving only the first plan's moves.
+func TestAllocThrottledRoundsFastPath(t *testing.T) {
+	for _, s := range []allocSize{
+		{"250tl_x4_x100", 1_000, 4, 100, nil},
+		{"100tl_x100_x100", 10_000, 100, 100, nil},
+		{"300tl_x10_x60_w124", 3_000, 10, 60, []int{1, 2, 4}},
+	} {
+		base := allocCluster(s)
+		base.Current = settle(base)
+		for _, c := range []string{"join", "leave"} {
+			in := base
+			if c == "join" {
+				in.Workers = append(in.Workers[:len(in.Workers):len(in.Workers)], s.worker(s.workers))
+			} else {
+				in.Workers = in.Workers[1:]
+			}
+			in.MaxInFlight = 7
+			first := engine.PlanAssignments(in)
+			want := first.Targets()
+			rows := map[engine.PartitionID]engine.Assignment{}
+			for _, r := range in.Current {
+				rows[r.Partition] = r
+			}
+			rounds := 0
+			moved := map[engine.PartitionID]bool{}
+			for ; rounds < 1000; rounds++ {
+				in.Current = in.Current[:0]
+				for _, pl := range want {
+					if r, ok := rows[pl.Partition]; ok {
+						in.Current = append(in.Current, r)
+					}
+				}
+				p := engine.PlanAssignments(in)
+				if len(p.Moves) == 0 {
+					break
+				}
+				for _, m := range p.ExpandMoves(p.Assign) {
+					rows[m.Partition] = engine.Assignment{Partition: m.Partition, Owner: m.To, State: engine.Assigned}
+					moved[m.Partition] = true
+				}
+				for _, m := range p.ExpandMoves(p.Release) {
+					// Released and acknowledged at once: unassigned, the target kept as the hint.
+					rows[m.Partition] = engine.Assignment{Partition: m.Partition, State: engine.Unassigned, Target: m.To}
+					moved[m.Partition] = true
+				}
+			}
+			got := engine.PlanAssignments(in).Targets()
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("%s/%s: settled target differs from the first plan's at %v: %q, first plan said %q", s.name, c, want[i].Partition, got[i].Owner, want[i].Owner)
+				}
+			}
+			if len(moved) != len(first.Moves) {
+				t.Fatalf("%s/%s: %d partitions moved over %d rounds, the first plan had %d moves", s.name, c, len(moved), rounds, len(first.Moves))
+			}
+		}
+	}
+}

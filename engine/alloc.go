@@ -381,6 +381,7 @@ func (f *tlFinder) slot(id *PartitionID) int {
 type allocator struct {
 	flaws     flaw.Set
 	forceFast bool     // tests: never solve the extras exactly unless the fast path fails
+	lastExact bool     // tests: the extras were solved exactly
 	ids       []string // the distinct worker ids, sorted: worker i is ids[i]
 	workers   []aWorker
 	classes   []aClass

@@ -49,6 +49,7 @@ type xCell struct {
 
 type extras struct {
 	R     []int32 // per task list: extras to give
+	P     []int   // per task list: partitions
 	sT    []int32 // per task list: extras given to sticky cells
 	cOff  []int32 // cells[cOff[t]:cOff[t+1]] are task list t's sticky cells
 	cells []xCell
@@ -87,7 +88,7 @@ func (a *allocator) hi(i int32) int64 { return a.classes[a.workers[i].class].hi 
 // sum of its floors, so that total() is its cluster-wide count.
 func (a *allocator) solveExtras(tls []aTaskList, slots []aSlot) *extras {
 	T := len(tls)
-	x := &extras{R: make([]int32, T), sT: make([]int32, T), cOff: make([]int32, T+1), hOff: make([]int32, T+1)}
+	x := &extras{R: make([]int32, T), P: make([]int, T), sT: make([]int32, T), cOff: make([]int32, T+1), hOff: make([]int32, T+1)}
 
 	// Quotas. Floors add up per class; P is the total number of partitions.
 	var P, sumR int64
@@ -105,6 +106,7 @@ func (a *allocator) solveExtras(tls []aTaskList, slots []aSlot) *extras {
 			r -= f * int64(len(cl.members))
 		}
 		x.R[t] = int32(r)
+		x.P[t] = Pt
 		sumR += r
 	}
 	x.K, x.sumR = sumR, sumR
@@ -274,7 +276,32 @@ func (a *allocator) greedySticky(x *extras) int64 {
 		byT += int64(x.sT[t])
 	}
 	// 2. Each worker keeps at most lo_k, or lo_k + 1 for the first K (by rank) that have
-	// more; it gives up the rest where the fewest extras are left over.
+	// more; it gives up the rest where they are easiest to take: in the task lists with
+	// the most workers that need extras (below lo_k) and could take one of that task
+	// list (they have no sticky cell of it), less the extras left over there so far.
+	takers := make([]int32, len(x.R))
+	needy := make([]int32, len(a.classes))
+	for i := range a.workers {
+		if w := &a.workers[i]; w.class >= 0 && int64(w.cnt) < a.lo(int32(i)) {
+			needy[w.class]++
+		}
+	}
+	for t := range x.R {
+		if x.cOff[t+1] == x.cOff[t] && x.R[t] == 0 {
+			continue
+		}
+		a.classQuotas(x.P[t])
+		for c := range a.classes {
+			if a.classes[c].frac {
+				takers[t] += needy[c]
+			}
+		}
+		for _, cell := range x.cells[x.cOff[t]:x.cOff[t+1]] {
+			if w := &a.workers[cell.w]; int64(w.cnt) < a.lo(cell.w) {
+				takers[t]--
+			}
+		}
+	}
 	var direct, over int64
 	var mine []int32
 	for _, i := range a.rankOrder() {
@@ -303,7 +330,7 @@ func (a *allocator) greedySticky(x *extras) int64 {
 				if c < 0 {
 					continue
 				}
-				if best < 0 || x.dropBefore(free, c, mine[best]) {
+				if best < 0 || x.dropBefore(takers, free, c, mine[best]) {
 					best = k
 				}
 			}
@@ -319,9 +346,13 @@ func (a *allocator) greedySticky(x *extras) int64 {
 }
 
 // dropBefore: giving up cell c costs less than giving up cell d: its task list has
-// fewer extras left over, then it is not a handoff in flight, then it comes first.
-func (x *extras) dropBefore(free []int32, c, d int32) bool {
+// more room for another taker (takers − extras left over), then fewer extras left over,
+// then it is not a handoff in flight, then it comes first.
+func (x *extras) dropBefore(takers, free []int32, c, d int32) bool {
 	cc, cd := &x.cells[c], &x.cells[d]
+	if sc, sd := takers[cc.t]-free[cc.t], takers[cd.t]-free[cd.t]; sc != sd {
+		return sc > sd
+	}
 	if free[cc.t] != free[cd.t] {
 		return free[cc.t] < free[cd.t]
 	}
@@ -574,6 +605,7 @@ const exactCells = 256
 // the handoffs interleave.
 func (a *allocator) exactExtras(tls []aTaskList, x *extras) {
 	x.exact = true
+	a.lastExact = true
 	T := len(tls)
 	var elig []int32
 	for i := range a.workers {
