@@ -880,6 +880,12 @@ func (a *allocator) plan(in PlanInput, f flaw.Set) Plan {
 
 		// 2. Quotas: the class floors, + 1 for the workers solveExtras gave an extra.
 		a.classQuotas(P)
+		for _, c := range x.cells[x.cOff[t]:x.cOff[t+1]] {
+			if c.on {
+				a.touch(c.w)
+				a.workers[c.w].extra = true
+			}
+		}
 		for _, i := range x.xW[x.xOff[t]:x.xOff[t+1]] {
 			a.touch(i)
 			a.workers[i].extra = true

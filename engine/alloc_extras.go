@@ -59,7 +59,8 @@ type extras struct {
 	sumR  int64 // extras in all
 	xUsed int64 // workers above lo_k so far
 
-	// The result: xW[xOff[t]:xOff[t+1]] are the workers with an extra of task list t.
+	// The result: the workers with an extra of task list t are those of its cells that
+	// are on, and xW[xOff[t]:xOff[t+1]] (the others).
 	xOff []int32
 	xW   []int32
 
@@ -499,17 +500,14 @@ func (a *allocator) augmentSticky(x *extras) {
 // worker ended below lo_k.
 func (a *allocator) completeExtras(tls []aTaskList, x *extras) bool {
 	x.xOff = make([]int32, len(tls)+1)
-	x.xW = make([]int32, 0, x.sumR)
+	x.xW = make([]int32, 0, x.sumR-sumInt32(x.sT))
 	for t := range tls {
 		a.newStamp()
 		r := x.R[t] - x.sT[t]
-		for c := x.cOff[t]; c < x.cOff[t+1]; c++ {
-			if cell := &x.cells[c]; cell.on {
-				x.xW = append(x.xW, cell.w)
-				if r > 0 { // the free extras below must skip it
-					a.touch(cell.w)
-					a.workers[cell.w].extra = true
-				}
+		for c := x.cOff[t]; c < x.cOff[t+1] && r > 0; c++ {
+			if cell := &x.cells[c]; cell.on { // the free extras below must skip it
+				a.touch(cell.w)
+				a.workers[cell.w].extra = true
 			}
 		}
 		if r > 0 {
@@ -658,6 +656,9 @@ func (a *allocator) exactExtras(tls []aTaskList, x *extras) {
 
 	for i := range a.workers {
 		a.workers[i].rel = 0
+	}
+	for c := range x.cells {
+		x.cells[c].on = false // every extra is in xW
 	}
 	x.xOff = make([]int32, T+1)
 	x.xW = make([]int32, 0, x.sumR)
@@ -861,4 +862,12 @@ func (h *distHeap) pop() distItem {
 	}
 	*h = s
 	return top
+}
+
+func sumInt32(s []int32) int64 {
+	var n int64
+	for _, v := range s {
+		n += int64(v)
+	}
+	return n
 }
