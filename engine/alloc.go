@@ -12,29 +12,23 @@ import (
 // The allocator: a pure function from (task lists, live workers, current rows, throttle)
 // to the target owner of every partition and the actions to take now.
 //
-// Per task list with P partitions and eligible workers of total capacity W, worker i of
-// capacity w gets floor(P·w/W) partitions, or one more when P·w/W is not whole; the R
-// "extra" slots left after the floors go first to workers that already hold more than
-// their floor (each such choice saves a move, so this is what makes the plan minimal in
-// moves), and the rest, where stickiness leaves freedom, to the workers with the fewest
-// partitions per capacity over the task lists planned so far, ties by id. That last rule
-// is what keeps the cluster-wide spread small when there are many small task lists.
-//
-// Stickiness comes first: a move is made only when some task list is out of balance.
-// With many task lists smaller than the number of workers, every task list can already
-// be balanced (each worker holds 0 or 1 of it) while the cluster is not: a worker that
-// joins then gets nothing until a task list changes or a worker leaves, and Plan.Spread
-// reports the imbalance.
+// Balance has two levels. Per task list with P partitions and eligible workers of total
+// capacity W, worker i of capacity w gets floor(P·w/W) partitions, or one more (an
+// "extra") when P·w/W is not whole; and over all task lists together it holds the floor
+// or the ceiling of its share of all partitions. Which workers get the extras of which
+// task lists is decided for the whole cluster at once, so that both levels hold with the
+// fewest moves: see alloc_extras.go. Then, per task list, each holder keeps what its
+// quota allows (the fewest moves), acknowledged releases go back to their hinted target,
+// and the rest of the partitions are dealt to the workers below quota in id order.
 //
 // Cost: workers are grouped by capacity into classes. Within a class every worker's
 // floor is the same, so a class whose floor is 0 costs nothing per task list; only the
-// workers that hold or receive partitions of a task list are touched. The choice of
-// "fewest so far" needs the workers of a class in (total, id) order: a class keeps its
-// members in buckets by total, each bucket a bitset over the members in id order, and a
-// class-wide offset, so a floor given to every member is one addition and an extra is a
-// bit moved to the next bucket (filed lazily: only the free extras read the buckets).
-// Planning is therefore O(rows + partitions + task lists·classes·class size/64), never
-// O(partitions·workers).
+// workers that hold or receive partitions of a task list are touched. Dealing the free
+// extras by need needs the workers of a class in (extras so far, id) order: a class
+// keeps its members in buckets, each bucket a bitset over the members in id order, and
+// an extra moves a bit to the next bucket (filed lazily: only the free extras read the
+// buckets). Planning is therefore O(rows + partitions + task lists·classes·class
+// size/64 + sticky cells), never O(partitions·workers).
 //
 // Constant factors (the budget is 5 ms for 100k partitions × 10k workers on one
 // core): the rows are read once, into 8 bytes of scratch per partition; an owner is
@@ -217,7 +211,7 @@ func planWithFlaws(in PlanInput, f flaw.Set) Plan {
 // allocator's running state.
 type aWorker struct {
 	cap      int64
-	rel      int32 // partitions targeted to it so far, less its class's offset
+	rel      int32 // its extras over all task lists (its total less its class offset: the sum of its floors)
 	brel     int32 // the rel it is filed under in its class's buckets (see syncBuckets)
 	rank     int32 // tie-break order: by id (or input order under AllocUnsortedTieBreak)
 	class    int32 // index into classes; -1 when not eligible
@@ -229,7 +223,7 @@ type aWorker struct {
 
 	// Per task list scratch, valid when stamp == allocator.stamp.
 	stamp  int32
-	cur    int32 // partitions it holds now (rows counting toward its share)
+	cur    int32 // solveExtras: partitions it holds now (rows counting toward its share)
 	kept   int32 // partitions targeted to it so far in this task list
 	need   int32 // once listed: partitions it still gets from the pool
 	extra  bool  // gets floor + 1 in this task list
