@@ -626,7 +626,10 @@ func (a *allocator) exactExtras(tls []aTaskList, x *extras) {
 			}
 		}
 	}
-	A := nCells<<tieBits + 1
+	// Costs must fit in int64: M ≈ cells² · 2^bits. Up to exactCells that is 20 bits of
+	// tie-break; a fallback on a huge table gets fewer (ties then go by path order).
+	bits := min(tieBits, max(0, 61-2*bitsLen(nCells+1)))
+	A := nCells<<bits + 1
 	M := A*(nCells+1) + 1
 	mark := make([]int32, len(a.workers)) // t+1 where the worker has a sticky cell of t
 	cellArc := make([][]int32, T)         // per task list: the arcs to workers
@@ -640,7 +643,7 @@ func (a *allocator) exactExtras(tls []aTaskList, x *extras) {
 			if !a.classes[a.workers[i].class].frac {
 				continue
 			}
-			cost := -tieBreak(t, a.workers[i].rank)
+			cost := -(tieBreak(t, a.workers[i].rank) >> (tieBits - bits))
 			if mark[i] == int32(t+1) {
 				cost -= A
 			}
@@ -870,4 +873,13 @@ func sumInt32(s []int32) int64 {
 		n += int64(v)
 	}
 	return n
+}
+
+// bitsLen is the number of bits needed to write n ≥ 0.
+func bitsLen(n int64) int {
+	b := 0
+	for ; n > 0; n >>= 1 {
+		b++
+	}
+	return b
 }
