@@ -12,29 +12,23 @@ import (
 // The allocator: a pure function from (task lists, live workers, current rows, throttle)
 // to the target owner of every partition and the actions to take now.
 //
-// Per task list with P partitions and eligible workers of total capacity W, worker i of
-// capacity w gets floor(P·w/W) partitions, or one more when P·w/W is not whole; the R
-// "extra" slots left after the floors go first to workers that already hold more than
-// their floor (each such choice saves a move, so this is what makes the plan minimal in
-// moves), and the rest, where stickiness leaves freedom, to the workers with the fewest
-// partitions per capacity over the task lists planned so far, ties by id. That last rule
-// is what keeps the cluster-wide spread small when there are many small task lists.
-//
-// Stickiness comes first: a move is made only when some task list is out of balance.
-// With many task lists smaller than the number of workers, every task list can already
-// be balanced (each worker holds 0 or 1 of it) while the cluster is not: a worker that
-// joins then gets nothing until a task list changes or a worker leaves, and Plan.Spread
-// reports the imbalance.
+// Balance has two levels. Per task list with P partitions and eligible workers of total
+// capacity W, worker i of capacity w gets floor(P·w/W) partitions, or one more (an
+// "extra") when P·w/W is not whole; and over all task lists together it holds the floor
+// or the ceiling of its share of all partitions. Which workers get the extras of which
+// task lists is decided for the whole cluster at once, so that both levels hold with the
+// fewest moves: see alloc_extras.go. Then, per task list, each holder keeps what its
+// quota allows (the fewest moves), acknowledged releases go back to their hinted target,
+// and the rest of the partitions are dealt to the workers below quota in id order.
 //
 // Cost: workers are grouped by capacity into classes. Within a class every worker's
 // floor is the same, so a class whose floor is 0 costs nothing per task list; only the
-// workers that hold or receive partitions of a task list are touched. The choice of
-// "fewest so far" needs the workers of a class in (total, id) order: a class keeps its
-// members in buckets by total, each bucket a bitset over the members in id order, and a
-// class-wide offset, so a floor given to every member is one addition and an extra is a
-// bit moved to the next bucket (filed lazily: only the free extras read the buckets).
-// Planning is therefore O(rows + partitions + task lists·classes·class size/64), never
-// O(partitions·workers).
+// workers that hold or receive partitions of a task list are touched. Dealing the free
+// extras by need needs the workers of a class in (extras so far, id) order: a class
+// keeps its members in buckets, each bucket a bitset over the members in id order, and
+// an extra moves a bit to the next bucket (filed lazily: only the free extras read the
+// buckets). Planning is therefore O(rows + partitions + task lists·classes·class
+// size/64 + sticky cells), never O(partitions·workers).
 //
 // Constant factors (the budget is 5 ms for 100k partitions × 10k workers on one
 // core): the rows are read once, into 8 bytes of scratch per partition; an owner is
@@ -217,18 +211,19 @@ func planWithFlaws(in PlanInput, f flaw.Set) Plan {
 // allocator's running state.
 type aWorker struct {
 	cap      int64
-	rel      int32 // partitions targeted to it so far, less its class's offset
+	rel      int32 // its extras over all task lists (its total less its class offset: the sum of its floors)
 	brel     int32 // the rel it is filed under in its class's buckets (see syncBuckets)
 	rank     int32 // tie-break order: by id (or input order under AllocUnsortedTieBreak)
 	class    int32 // index into classes; -1 when not eligible
 	member   int32 // position in its class's members
 	inflight int32 // rows Releasing from it (it is alive, so they are in flight)
 	draining bool
-	dirty    bool // in allocator.dirty: rel != brel
+	dirty    bool  // in allocator.dirty: rel != brel
+	cnt      int32 // its sticky cells (see alloc_extras.go)
 
 	// Per task list scratch, valid when stamp == allocator.stamp.
 	stamp  int32
-	cur    int32 // partitions it holds now (rows counting toward its share)
+	cur    int32 // solveExtras: partitions it holds now (rows counting toward its share)
 	kept   int32 // partitions targeted to it so far in this task list
 	need   int32 // once listed: partitions it still gets from the pool
 	extra  bool  // gets floor + 1 in this task list
@@ -242,6 +237,7 @@ type aClass struct {
 	offset  int64   // added to every member's rel: the floors given to all of them
 	floor   int64   // of the current task list
 	frac    bool    // of the current task list: P·cap/W is not whole
+	lo, hi  int64   // cluster-wide: every member's extras over all task lists (alloc_extras.go)
 
 	// buckets[rel] is the bitset (bit m = members[m]) of the members with that rel, nil
 	// when empty; count[rel] how many. Emptied bitsets are reused from spare.
@@ -377,11 +373,17 @@ func (f *tlFinder) slot(id *PartitionID) int {
 }
 
 type allocator struct {
-	flaws   flaw.Set
-	ids     []string // the distinct worker ids, sorted: worker i is ids[i]
-	workers []aWorker
-	classes []aClass
-	capSum  int64
+	flaws     flaw.Set
+	forceFast bool     // tests: never solve the extras exactly unless the fast path fails
+	lastExact bool     // tests: the extras were solved exactly
+	ids       []string // the distinct worker ids, sorted: worker i is ids[i]
+	workers   []aWorker
+	classes   []aClass
+	capSum    int64
+
+	// Rows counting toward (or hinting at) an eligible worker, and rows in flight: upper
+	// bounds (a partition listed twice counts twice); zero lets passes be skipped.
+	holds, inflightRows int
 
 	// Owner lookups: the last worker found (noOwner at first), the binary searches made
 	// so far, and the map that replaces them once there are many (nil until then).
@@ -511,25 +513,11 @@ func (a *allocator) byRank(x, y int32) int { return int(a.workers[x].rank) - int
 
 func (a *allocator) eligible(ix int32) bool { return ix >= 0 && a.workers[ix].class >= 0 }
 
-// lessLoad orders workers by partitions per capacity so far, then rank.
-func (a *allocator) lessLoad(i, j int32) bool {
-	wi, wj := &a.workers[i], &a.workers[j]
-	l, r := a.total(i)*wj.cap, a.total(j)*wi.cap
-	if l != r {
-		return l < r
-	}
-	return wi.rank < wj.rank
-}
-
-// cmpLoad is lessLoad as a three-way comparison, for slices.SortFunc.
-func (a *allocator) cmpLoad(x, y int32) int {
-	switch {
-	case x == y:
-		return 0
-	case a.lessLoad(x, y):
-		return -1
-	}
-	return 1
+// newStamp starts the scratch of a new task list (every pass over the task lists takes
+// new stamps, so no scratch survives from one pass to the next).
+func (a *allocator) newStamp() {
+	a.stamp++
+	a.touched = a.touched[:0]
 }
 
 // touch starts worker i's scratch for the current task list, once.
@@ -806,6 +794,12 @@ func (a *allocator) readRows(rows []Assignment, slots []aSlot, f tlFinder) {
 			o = -int32(r) - 2
 		}
 		sl.owner, sl.hk = o+1, uint32(h+1)<<kindBits|uint32(k|kindSeen)
+		if h >= 0 {
+			a.holds++ // at least as many as the sticky cells (alloc_extras.go)
+		}
+		if k&kindMask == kindInFlight {
+			a.inflightRows++
+		}
 	}
 }
 
@@ -848,100 +842,47 @@ func (a *allocator) plan(in PlanInput, f flaw.Set) Plan {
 	p.Owner = make([][]int32, len(tls))
 
 	eligibleAny := a.capSum > 0
+	var x *extras
+	if eligibleAny {
+		x = a.solveExtras(tls, slots)
+		p.InFlight = x.inflight
+	}
 	for t := range tls {
 		tl := &tls[t]
 		P := tl.tl.Partitions
 		ss := slots[tl.off : tl.off+P]
 		tg := own[tl.off : tl.off+P : tl.off+P]
 		p.Owner[t] = tg
-		a.stamp = int32(t + 1)
-		a.touched = a.touched[:0]
+		a.newStamp()
 
-		// 1. Who holds what, in-flight releases. The flags let later passes be skipped
-		// when they have nothing to do, as for most task lists of a settled cluster.
-		var flags uint8
-		for k, sl := range ss {
+		// 1. In-flight releases, and flags that let later passes be skipped when they
+		// have nothing to do, as for most task lists of a settled cluster. With eligible
+		// workers solveExtras has read them already, in its pass over the rows.
+		for k := range tg {
 			tg[k] = -1
-			kd := sl.kind()
-			flags |= kd
-			if kd&kindMask == kindInFlight {
-				a.workers[sl.owner-1].inflight++
-				p.InFlight++
-			}
-			if h := sl.hold(); h >= 0 && kd&kindHint == 0 {
-				a.touch(h)
-				a.workers[h].cur++
-			}
 		}
 		if !eligibleAny {
+			for _, sl := range ss {
+				if sl.kind()&kindMask == kindInFlight {
+					a.workers[sl.owner-1].inflight++
+					p.InFlight++
+				}
+			}
 			continue
 		}
+		flags := x.flags[t]
 
-		// 2. Quotas: floors per class, and R extra slots.
-		R := int64(P)
-		for c := range a.classes {
-			cl := &a.classes[c]
-			cl.floor = int64(P) * cl.cap / a.capSum
-			cl.frac = int64(P)*cl.cap%a.capSum != 0
-			R -= cl.floor * int64(len(cl.members))
-			cl.offset += cl.floor
-		}
-
-		// 3. Sticky extras: to holders above their floor, fewest-so-far first.
-		a.cands = a.cands[:0]
-		for _, i := range a.touched {
-			w := &a.workers[i]
-			cl := &a.classes[w.class]
-			if cl.frac && int64(w.cur) > cl.floor {
-				a.cands = append(a.cands, i)
+		// 2. Quotas: the class floors, + 1 for the workers solveExtras gave an extra.
+		a.classQuotas(P)
+		for _, c := range x.cells[x.cOff[t]:x.cOff[t+1]] {
+			if c.on {
+				a.touch(c.w)
+				a.workers[c.w].extra = true
 			}
 		}
-		if int64(len(a.cands)) > R {
-			slices.SortFunc(a.cands, a.cmpLoad)
-			a.cands = a.cands[:R]
-		}
-		for _, i := range a.cands {
+		for _, i := range x.xW[x.xOff[t]:x.xOff[t+1]] {
+			a.touch(i)
 			a.workers[i].extra = true
-		}
-		R -= int64(len(a.cands))
-
-		// 4. Free extras: to the eligible workers with the fewest so far.
-		if R > 0 {
-			a.syncBuckets()
-			for c := range a.classes {
-				cl := &a.classes[c]
-				cl.peek = -1
-				if cl.frac {
-					cl.startIter()
-					cl.peek = a.next(cl)
-				}
-			}
-			for ; R > 0; R-- {
-				best := -1
-				for c := range a.classes {
-					if i := a.classes[c].peek; i >= 0 && (best < 0 || a.lessLoad(i, a.classes[best].peek)) {
-						best = c
-					}
-				}
-				if best < 0 {
-					panic("helix: allocator invariant: fewer fractional workers than extra slots")
-				}
-				cl := &a.classes[best]
-				i := cl.peek
-				a.touch(i)
-				a.workers[i].extra = true
-				cl.peek = a.next(cl)
-			}
-		}
-		// The extras' totals grow by one (their bucket follows in syncBuckets).
-		for _, i := range a.touched {
-			if w := &a.workers[i]; w.extra {
-				w.rel++
-				if !w.dirty {
-					w.dirty = true
-					a.dirty = append(a.dirty, i)
-				}
-			}
 		}
 
 		// 5. Keep: each holder keeps up to its quota, Assigned rows first (lowest numbers
@@ -958,6 +899,7 @@ func (a *allocator) plan(in PlanInput, f flaw.Set) Plan {
 				if h < 0 || sl.kind()&(kindHint|kindViaRelease) != want {
 					continue
 				}
+				a.touch(h)
 				if w := &a.workers[h]; w.kept < a.quota(h) {
 					w.kept++
 					tg[k] = h

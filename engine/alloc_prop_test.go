@@ -425,3 +425,35 @@ func (a *allocator) checkBuckets() error {
 	}
 	return nil
 }
+
+// The small inputs above are solved exactly (exactExtras); this runs the same rules,
+// determinism and stability through the fast path (greedy sticky cells, augmenting
+// paths, the need-ordered completion), which large inputs take.
+func TestAllocPropFastPath(t *testing.T) {
+	plan := func(in PlanInput) Plan {
+		a := allocator{forceFast: true}
+		return a.plan(in, 0)
+	}
+	rapid.Check(t, func(t *rapid.T) {
+		in := genInput(t, allStates)
+		if rapid.Bool().Draw(t, "scenario") {
+			in = genScenario(t, true)
+		}
+		p := plan(in)
+		if err := checkPlan(in, p); err != nil {
+			t.Fatal(err)
+		}
+		sh := in
+		sh.TaskLists = shuffled(t, in.TaskLists, "tl")
+		sh.Workers = shuffled(t, in.Workers, "w")
+		sh.Current = shuffled(t, in.Current, "row")
+		if q := plan(sh); !reflect.DeepEqual(q, p) {
+			t.Fatalf("shuffled input plans differently")
+		}
+		again := in
+		again.Current = asCurrent(p)
+		if q := plan(again); len(q.Moves) != 0 {
+			t.Fatalf("re-planning from the target moves %v", q.Moves)
+		}
+	})
+}

@@ -323,6 +323,9 @@ func (c *checker) afterApply(s *Sim, b engine.Batch) {
 		case engine.ChangeAssign:
 			if old.Generation > 0 {
 				s.metrics.moves++
+				if s.now >= int64(s.sc.Expect.MovesAfter) {
+					s.metrics.movesCounted++
+				}
 			}
 			if old.State == engine.Releasing {
 				// Only legal when the owner died before acknowledging (the store refuses
@@ -421,6 +424,24 @@ func (s *Sim) livenessProblem() *problem {
 			}
 		}
 	}
+	// L3, cluster-wide: each eligible worker holds the floor or ceiling of its share of
+	// all partitions, not only of each task list (many small task lists must not pile
+	// their extras on the same workers, and a worker that joins gets its share).
+	all := 0
+	for _, t := range s.tls {
+		all += t.Partitions
+	}
+	for _, w := range eligible {
+		c := info[w.nd.id].Capacity
+		lo, hi := all*c/weight, (all*c+weight-1)/weight
+		n := 0
+		for _, cnt := range w.cnt {
+			n += cnt
+		}
+		if n < lo || n > hi {
+			return &problem{"L3", fmt.Sprintf("%s holds %d partitions in all, fair share is %d–%d (capacity %d of %d, %d partitions)", w.nd.id, n, lo, hi, c, weight, all)}
+		}
+	}
 	for _, nd := range s.nodes {
 		if w := workers[nd.id]; w != nil && info[nd.id].Draining && len(w.owned) > 0 {
 			return &problem{"L3", fmt.Sprintf("draining %s still holds %d partitions", nd.id, len(w.owned))}
@@ -458,5 +479,9 @@ func (s *Sim) endCheck() {
 	}
 	if s.rowRev != s.steadyRev {
 		s.fail("L4", fmt.Sprintf("assignments still changing: store revision %d → %d during the last %v%s", s.steadyRev, s.rowRev, steadyWindow, bound))
+		return
+	}
+	if want := s.sc.Expect.Moves; want != nil && s.metrics.movesCounted != *want {
+		s.fail("M1", fmt.Sprintf("%d moves since %v, the scenario expects exactly %d (the fewest that reach both levels of balance)", s.metrics.movesCounted, s.sc.Expect.MovesAfter.D(), *want))
 	}
 }

@@ -126,6 +126,8 @@ type metrics struct {
 	convRev   uint64
 	convEpoch uint64
 	moves     int
+	// movesCounted: the moves from Expect.MovesAfter on (checked against Expect.Moves).
+	movesCounted int
 
 	coordFail  []time.Duration
 	workerFail []time.Duration

@@ -266,10 +266,18 @@ type Expect struct {
 	// WorkerWithin bounds each worker failover: after a fault hits a worker, each of its
 	// partitions must be processed again within it. 0 = not checked.
 	WorkerWithin Duration `json:"worker_within,omitempty"`
+	// Moves, when set, is the exact number of moves (a partition assigned again after
+	// it had an owner) made from MovesAfter to the end of the run: the allocator moves
+	// no more than it must, so a scenario whose minimum is known pins it, and a
+	// regression in stickiness fails the scenario (invariant M1).
+	Moves *int `json:"moves,omitempty"`
+	// MovesAfter: moves before this virtual time are not counted (default 0: the start
+	// up, while nodes register, is counted too).
+	MovesAfter Duration `json:"moves_after,omitempty"`
 }
 
 // Invariants the checker knows.
-var Invariants = []string{"S1", "S2", "S3", "S4", "L1", "L2", "L3", "L4", "B1", "B2", "D1"}
+var Invariants = []string{"S1", "S2", "S3", "S4", "L1", "L2", "L3", "L4", "B1", "B2", "D1", "M1"}
 
 func verr(field, rule string) error { return engine.Invalid("scenario."+field, "", rule) }
 
@@ -346,6 +354,15 @@ func (sc *Scenario) Validate() error {
 	}
 	if e.HealAt != nil && (*e.HealAt < 0 || *e.HealAt > sc.Duration) {
 		return verr("expect.heal_at", "must be within [0, duration]")
+	}
+	if e.Moves != nil && *e.Moves < 0 {
+		return verr("expect.moves", "must be ≥ 0")
+	}
+	if e.Moves != nil && e.NoLiveness {
+		return verr("expect.moves", "needs the liveness phase (moves are counted to its end); drop no_liveness")
+	}
+	if e.MovesAfter < 0 || e.MovesAfter > sc.Duration {
+		return verr("expect.moves_after", "must be within [0, duration]")
 	}
 	return nil
 }

@@ -24,9 +24,18 @@ func init() {
 }
 
 const planUsage = `Usage: helix plan [--in FILE] < state.json
+       helix plan --from-db [--dsn-file FILE] [--cluster NAME] [--max-in-flight N]
+                  [--max-in-flight-per-worker N] [--dead-after D] [--print-input]
 
 Reads a cluster state as JSON and prints, as JSON, the target owner of every partition
 and the moves the coordinator would make to get there. Nothing is changed anywhere.
+
+With --from-db the state is read from the store (the same DSN and cluster flags as
+'helix status'), with nodes judged alive and rows owned as the coordinator judges them,
+and the output is what a coordinator with these throttle settings would do now.
+--print-input prints that state as plan input JSON instead (edit it and pipe it back
+to 'helix plan' to ask "what if"). 'helix status --json' output is not a plan input
+(it counts partitions per node but does not list them): use --from-db.
 
 Input:
   tasklists    [{"domain", "tasklist", "partitions"}]          partitions 0–65536
@@ -45,6 +54,24 @@ Output:
                                                                eligible (the reason goes to
                                                                stderr)
   moves        [{"domain", "tasklist", "partition", "from", "to"}]
+                                                               every move to the target
+  round        [{"domain", "tasklist", "partition", "from", "to", "action"}]
+                                                               what the coordinator starts
+                                                               now: "assign" (no live owner)
+                                                               or "release" (from a live
+                                                               owner, within the throttle);
+                                                               applying rounds again and
+                                                               again reaches the target in
+                                                               the fewest rounds it allows
+  summary      {"workers": [{"id", "capacity", "draining", "before", "after", "share"}],
+                "spread_before", "spread_after", "moves", "in_flight"}
+                                                               partitions per live worker
+                                                               now (before) and in the
+                                                               target (after); share is
+                                                               its exact share P·w/W;
+                                                               spread is max − min of
+                                                               partitions ÷ capacity over
+                                                               eligible workers
 
 Names (domain, tasklist, id, owner, target) are 1–128 bytes without control characters.
 Rows of partitions that are not configured are ignored. Bad input exits 1 with an error
@@ -108,12 +135,38 @@ type planMove struct {
 type planOutput struct {
 	Assignments []planPlacement `json:"assignments"`
 	Moves       []planMove      `json:"moves"`
+	Round       []planAction    `json:"round"`
+	Summary     planSummary     `json:"summary"`
+}
+
+type planAction struct {
+	planMove
+	Action string `json:"action"` // assign or release
+}
+
+type planSummary struct {
+	Workers      []planWorkerSummary `json:"workers"`
+	SpreadBefore float64             `json:"spread_before"`
+	SpreadAfter  float64             `json:"spread_after"`
+	Moves        int                 `json:"moves"`
+	InFlight     int                 `json:"in_flight"`
+}
+
+type planWorkerSummary struct {
+	ID       string  `json:"id"`
+	Capacity int     `json:"capacity"`
+	Draining bool    `json:"draining,omitempty"`
+	Before   int     `json:"before"`
+	After    int     `json:"after"`
+	Share    float64 `json:"share"`
 }
 
 func runPlan(ctx context.Context, e *env, args []string) int {
 	fs := flag.NewFlagSet("plan", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	inPath := fs.String("in", "", "read the state from `FILE` instead of stdin")
+	var db planDBFlags
+	db.register(fs)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), planUsage)
 		fs.PrintDefaults()
@@ -128,6 +181,25 @@ func runPlan(ctx context.Context, e *env, args []string) int {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(e.stderr, "helix plan: unexpected argument %q (the state is read from stdin or --in)\n", fs.Arg(0))
+		return 2
+	}
+	if db.fromDB {
+		if *inPath != "" {
+			fmt.Fprintf(e.stderr, "helix plan: --in and --from-db exclude each other (the state comes from one of them)\n")
+			return 2
+		}
+		in, err := db.read(ctx, e)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "helix plan: %v\n", err)
+			return 1
+		}
+		if db.printInput {
+			return writeJSON(e, planStateOf(in))
+		}
+		return printPlan(e, in)
+	}
+	if db.printInput {
+		fmt.Fprintf(e.stderr, "helix plan: --print-input needs --from-db (it prints the state read from the store)\n")
 		return 2
 	}
 	var r io.Reader = e.stdin
@@ -145,6 +217,11 @@ func runPlan(ctx context.Context, e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "helix plan: %v\n", err)
 		return 1
 	}
+	return printPlan(e, in)
+}
+
+// printPlan plans in and prints the plan as JSON.
+func printPlan(e *env, in engine.PlanInput) int {
 	p := engine.PlanAssignments(in)
 	if p.Reason != "" {
 		fmt.Fprintf(e.stderr, "helix plan: %s\n", p.Reason)
@@ -155,13 +232,23 @@ func runPlan(ctx context.Context, e *env, args []string) int {
 		out.Assignments[i] = planPlacement{Domain: t.Partition.Domain, TaskList: t.Partition.TaskList, Partition: t.Partition.Partition, Owner: t.Owner}
 	}
 	for i, pm := range p.Moves {
-		m := p.Move(pm)
-		out.Moves[i] = planMove{Domain: m.Partition.Domain, TaskList: m.Partition.TaskList, Partition: m.Partition.Partition, From: m.From, To: m.To}
+		out.Moves[i] = jsonMove(p.Move(pm))
 	}
+	out.Round = planRound(p)
+	out.Summary = summarizePlan(in, p)
+	return writeJSON(e, out)
+}
+
+func jsonMove(m engine.Move) planMove {
+	return planMove{Domain: m.Partition.Domain, TaskList: m.Partition.TaskList, Partition: m.Partition.Partition, From: m.From, To: m.To}
+}
+
+// writeJSON prints v as indented JSON.
+func writeJSON(e *env, v any) int {
 	w := bufio.NewWriter(e.stdout)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	if err := enc.Encode(out); err != nil {
+	if err := enc.Encode(v); err != nil {
 		fmt.Fprintf(e.stderr, "helix plan: writing the plan: %v\n", err)
 		return 1
 	}
@@ -207,6 +294,9 @@ func jsonError(data []byte, err error) error {
 		return engine.Invalid("input", "", "must be valid JSON: unexpected end of input")
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		field := strings.TrimPrefix(err.Error(), "json: unknown field ")
+		if looksLikeStatus(data) {
+			return engine.Invalid("input", field, "is a field of 'helix status --json' output, which counts partitions per node but does not list them, so it is not a plan input; run 'helix plan --from-db' (with the same DSN and cluster flags) to plan from the live state, or 'helix plan --from-db --print-input' for a plan input to edit")
+		}
 		return engine.Invalid("input", field, "is not a known field (known: tasklists, workers, assignments, max_in_flight, max_in_flight_per_worker and their documented members)")
 	}
 	return engine.Invalid("input", "", "must be valid JSON: "+err.Error())
