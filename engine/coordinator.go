@@ -262,7 +262,12 @@ func (n *Node) onReadState(p *pendingReq, v any, err error) {
 // mergeState folds a read into the cache and reports whether any row changed.
 func (n *Node) mergeState(full bool, r StateReply) bool {
 	c := &n.c
-	c.nodes, c.lists = r.Nodes, r.TaskLists
+	// A store may list nodes and task lists in any order (a query without ORDER BY):
+	// sort them, so that everything built from them (the dead-node list of the batch,
+	// the declared_dead events, the allocator's input) comes out the same whatever the
+	// order of the reply.
+	c.nodes = slices.SortedStableFunc(slices.Values(r.Nodes), func(a, b NodeInfo) int { return strings.Compare(a.ID, b.ID) })
+	c.lists = slices.SortedStableFunc(slices.Values(r.TaskLists), compareTaskLists)
 	c.rev = r.Revision
 	if full {
 		c.rows = slices.Clone(r.Assignments)
@@ -301,6 +306,14 @@ func (n *Node) mergeState(full bool, r StateReply) bool {
 		}
 	}
 	return len(r.Assignments) > 0
+}
+
+// compareTaskLists orders task lists by (domain, name).
+func compareTaskLists(a, b TaskList) int {
+	if c := strings.Compare(a.Domain, b.Domain); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Name, b.Name)
 }
 
 // byPartition orders rows by partition, for slices.SortFunc.

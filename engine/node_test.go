@@ -993,6 +993,15 @@ func TestNodeCoordinatorChanges(t *testing.T) {
 			want:  []ch{{engine.ChangeAssign, 0, "b"}, {engine.ChangeAssign, 1, "b"}},
 		},
 		{
+			// A store may list nodes in any order (no ORDER BY): the batch's dead list,
+			// and so the declared_dead events, must not follow it (issue 12).
+			name: "nodes listed out of order: the dead list is sorted by id", lists: four,
+			nodes: []engine.NodeInfo{alive("c", 1, 5*time.Second+ms), alive("b", 1, time.Second), alive("a", 2, 5*time.Second+ms)},
+			rows:  []engine.Assignment{row(0, "a", 2, 1, engine.Assigned, 1), row(1, "c", 1, 1, engine.Assigned, 2), row(2, "b", 1, 1, engine.Assigned, 3), row(3, "b", 1, 1, engine.Assigned, 4)},
+			dead:  []engine.DeadNode{{ID: "a", Incarnation: 2}, {ID: "c", Incarnation: 1}},
+			want:  []ch{{engine.ChangeAssign, 0, "b"}, {engine.ChangeAssign, 1, "b"}},
+		},
+		{
 			name: "dead owner and nobody eligible: unassign", lists: four,
 			nodes: []engine.NodeInfo{{ID: "a", Incarnation: 1, Capacity: 1, Status: engine.NodeDead}, {ID: "c", Incarnation: 1, Capacity: 1, Draining: true}},
 			rows:  []engine.Assignment{row(0, "x", 1, 1, engine.Assigned, 1), row(1, "a", 1, 1, engine.Assigned, 2), row(2, "", 0, 1, engine.Unassigned, 3), row(3, "", 0, 1, engine.Unassigned, 4)},
