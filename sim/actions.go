@@ -27,8 +27,9 @@ func (s *Sim) HealAndCheck(within time.Duration) *Violation {
 	if s.viol != nil {
 		return s.viol
 	}
-	s.push(event{at: s.now, kind: evHeal})
-	s.push(event{at: s.now + int64(within), kind: evEnd})
+	s.healGen++ // supersedes any heal already queued
+	s.push(event{at: s.now, kind: evHeal, gen: s.healGen})
+	s.push(event{at: s.now + int64(within), kind: evEnd, gen: s.healGen})
 	s.RunUntil(time.Duration(s.now) + within + steadyWindow)
 	return s.viol
 }
@@ -418,6 +419,7 @@ func (s *Sim) heal() {
 	s.healed = true
 	s.healNetwork()
 	for _, nd := range s.nodes {
+		nd.holdFor = 0 // a pause armed but not begun is a fault that no longer comes
 		if nd.drift != 0 && math.Abs(nd.drift) > nd.cfg.DriftRate {
 			c := nd.clock(s.now)
 			nd.vbase, nd.nbase, nd.drift = s.now, c, 0

@@ -66,6 +66,8 @@ type Result struct {
 	Violation *Violation    `json:"violation,omitempty"`
 	// Passed: no violation, or exactly the one the scenario expects.
 	Passed bool `json:"passed"`
+	// ExpectedViolation is the invariant the scenario expects to break ("" if none).
+	ExpectedViolation string `json:"expected_violation,omitempty"`
 	// CoordinatorFailovers and WorkerFailovers are virtual durations from a fault
 	// hitting the coordinator (a worker) to a new coordinator (the partition processed
 	// again).
@@ -98,6 +100,7 @@ func (s *Sim) Result() *Result {
 		Coverage:             s.cov,
 		NodeEvents:           s.evCov,
 		Timeline:             s.tl,
+		ExpectedViolation:    s.sc.Expect.Violation,
 	}
 	if s.metrics.converged < 0 {
 		r.Converged = -1
@@ -193,7 +196,10 @@ func (m *metrics) newCoordinator(s *Sim, nd *simNode) {
 
 func (m *metrics) processed(s *Sim, nd *simNode, o engine.OwnedPartition) {
 	p, ok := m.pending[o.Partition]
-	if !ok || o.Generation <= p.gen {
+	// Processed again: by a new owner at a higher generation, or by the node the fault
+	// hit, at the same generation, after it self-fenced and a heartbeat told it that it
+	// still owns the partition (nobody declared it dead meanwhile).
+	if !ok || o.Generation < p.gen || (o.Generation == p.gen && nd.idx != p.node) {
 		return
 	}
 	delete(m.pending, o.Partition)

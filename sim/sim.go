@@ -212,6 +212,12 @@ type Sim struct {
 	steadyRev   uint64
 	deadInc     map[string]uint64 // highest dead incarnation per node id
 	revokedUpTo uint64            // operator lease resets revoked every epoch up to this
+
+	// healDefault: the heal time was derived from the faults (no expect.heal_at), so a
+	// fault that turns out to last longer moves it; healGen tags the heal and end
+	// events of the current heal time (a move supersedes the queued ones).
+	healDefault bool
+	healGen     uint32
 }
 
 // newRand is one component's PRNG: the run's seed, split by a per-component stream id.
@@ -288,10 +294,7 @@ func New(sc *Scenario, opt Options) (*Sim, error) {
 		heal = sc.Expect.HealAt.D()
 	}
 	s.healAt = int64(heal)
-	s.end = int64(sc.Duration)
-	if !sc.Expect.NoLiveness {
-		s.end = max(s.end, s.healAt+int64(s.convergeWithin())+int64(steadyWindow))
-	}
+	s.end = s.endFor(s.healAt)
 	for i := range acts {
 		a := acts[i]
 		if int64(a.At) > s.end {
@@ -303,11 +306,38 @@ func New(sc *Scenario, opt Options) (*Sim, error) {
 		s.push(event{at: s.healAt, kind: evHeal})
 		s.push(event{at: s.end - int64(steadyWindow), kind: evEnd})
 	}
+	s.healDefault = sc.Expect.HealAt == nil
 	if opt.Timeline {
 		s.tl = &Timeline{Scenario: sc.Name, Seed: opt.Seed}
 	}
 	s.push(event{at: 0, kind: evSample})
 	return s, nil
+}
+
+// endFor is the run's end when the heal is at healAt: the scenario's duration, extended
+// to leave the liveness phase its bound and the steady window.
+func (s *Sim) endFor(healAt int64) int64 {
+	end := int64(s.sc.Duration)
+	if !s.sc.Expect.NoLiveness {
+		end = max(end, healAt+int64(s.convergeWithin())+int64(steadyWindow))
+	}
+	return end
+}
+
+// healNoEarlierThan moves a default heal time later when a fault turns out to last past
+// it: a pause armed with hold starts at the node's next Apply, later than its nominal
+// time, so its real end is known only when it starts. The heal and end events already
+// queued are superseded (events carry the heal generation they belong to).
+func (s *Sim) healNoEarlierThan(t int64) {
+	if !s.healDefault || s.healed || s.sc.Expect.NoLiveness || t <= s.healAt {
+		return
+	}
+	s.healAt = t
+	s.end = max(s.end, s.endFor(t))
+	s.healGen++
+	s.cover("heal_moved_by_late_fault")
+	s.push(event{at: s.healAt, kind: evHeal, gen: s.healGen})
+	s.push(event{at: s.endFor(t) - int64(steadyWindow), kind: evEnd, gen: s.healGen})
 }
 
 // steadyWindow is how long the cluster must stay unchanged at the end for L4.
@@ -344,6 +374,8 @@ func (s *Sim) addNode(g NodeGroup, start time.Duration) *simNode {
 		pending: map[uint64]*request{},
 		drift:   g.Drift,
 		nbase:   int64(g.ClockOffset),
+		// A clock may start behind the store's (a negative offset): no floor at zero.
+		lastNow: math.MinInt64,
 	}
 	if s.opt.NodeFlaws != 0 {
 		nd.cfg = flaw.SetNodeFlaws(nd.cfg, s.opt.NodeFlaws).(engine.Config)
@@ -365,7 +397,13 @@ func (s *Sim) Violation() *Violation { return s.viol }
 
 // Run runs to the end (or the first violation) and returns the result.
 func (s *Sim) Run() *Result {
-	s.RunUntil(time.Duration(s.end))
+	for {
+		end := s.end
+		s.RunUntil(time.Duration(end))
+		if s.viol != nil || s.end == end { // the end may move while running (healNoEarlierThan)
+			break
+		}
+	}
 	return s.Result()
 }
 
@@ -404,6 +442,7 @@ func (s *Sim) begin(e event, what string) {
 }
 
 func (s *Sim) finish() {
+	s.hash.rec(&s.cur)
 	s.ring.add(s.cur)
 	if s.opt.Log != nil {
 		fmt.Fprintln(s.opt.Log, s.cur.String())
@@ -465,10 +504,16 @@ func (s *Sim) dispatch(e event) {
 			s.push(event{at: s.now + int64(time.Second), kind: evSample})
 		}
 	case evHeal:
+		if e.gen != s.healGen {
+			return // superseded by a later heal time
+		}
 		s.begin(e, "heal: faults stop, the core is healed")
 		s.heal()
 		s.finish()
 	case evEnd:
+		if e.gen != s.healGen {
+			return
+		}
 		s.begin(e, "liveness check")
 		s.endCheck()
 		s.finish()
@@ -537,7 +582,7 @@ func (s *Sim) step(nd *simNode, in engine.Input, mode int) {
 	s.steps++
 	effs := nd.n.Step(s.nodeTime(nd), in)
 	if s.opt.Log != nil {
-		s.cur.what += describeEffects(effs, nd.toVirtual)
+		s.cur.effs += describeEffects(effs, nd.toVirtual)
 	}
 	for _, e := range effs {
 		s.hash.effect(e)
@@ -548,6 +593,7 @@ func (s *Sim) step(nd *simNode, in engine.Input, mode int) {
 				s.cover("pause_between_decision_and_write")
 				nd.held = append(nd.held, s.newRequest(nd, e))
 				s.pause(nd, time.Duration(nd.holdFor))
+				s.healNoEarlierThan(s.now + nd.holdFor)
 				nd.holdFor = 0
 				continue
 			}
