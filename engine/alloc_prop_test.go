@@ -364,7 +364,7 @@ func TestAllocPropManyWorkers(t *testing.T) {
 		in.MaxInFlight = rapid.IntRange(0, 50).Draw(t, "maxInFlight")
 		in.MaxInFlightPerWorker = rapid.IntRange(0, 5).Draw(t, "maxInFlightPerWorker")
 		var a allocator
-		p := a.plan(in, 0)
+		p := a.plan(in)
 		if err := checkPlan(in, p); err != nil {
 			t.Fatal(err)
 		}

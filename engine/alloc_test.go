@@ -6,8 +6,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/helixcoord/helix/internal/flaw"
 )
 
 // This file holds the allocator's table tests and the checker shared with the property
@@ -675,15 +673,13 @@ func TestAllocTable(t *testing.T) {
 	}
 }
 
-// The flaw switch must change behaviour (the simulator's teeth test depends on it) and
-// no flaw must mean exactly PlanAssignments.
-func TestAllocFlawUnsortedTieBreak(t *testing.T) {
-	in := PlanInput{TaskLists: []TaskList{tl("d", "t", 1)}, Workers: []Worker{wk("b", 1), wk("a", 1)}}
-	if got := planWithFlaws(in, 0).TargetOf(pid("d", "t", 0)); got != "a" {
-		t.Errorf("without the flaw the tie goes to %q, want a (smallest id)", got)
-	}
-	if got := planWithFlaws(in, flaw.AllocUnsortedTieBreak).TargetOf(pid("d", "t", 0)); got != "b" {
-		t.Errorf("with the flaw the tie goes to %q, want b (first listed)", got)
+// A tie goes to the smallest id, whatever order the workers are listed in.
+func TestAllocTieBreakByID(t *testing.T) {
+	for _, ws := range [][]Worker{{wk("b", 1), wk("a", 1)}, {wk("a", 1), wk("b", 1)}} {
+		in := PlanInput{TaskLists: []TaskList{tl("d", "t", 1)}, Workers: ws}
+		if got := PlanAssignments(in).TargetOf(pid("d", "t", 0)); got != "a" {
+			t.Errorf("workers listed %v: the tie goes to %q, want a (smallest id)", ws, got)
+		}
 	}
 }
 
@@ -744,7 +740,7 @@ func TestAllocLookupPaths(t *testing.T) {
 			c := in
 			c.Current = rows
 			var a allocator
-			p := a.plan(c, 0)
+			p := a.plan(c)
 			if err := checkPlan(c, p); err != nil {
 				t.Fatal(err)
 			}

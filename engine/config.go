@@ -3,8 +3,6 @@ package engine
 import (
 	"fmt"
 	"time"
-
-	"github.com/helixcoord/helix/internal/flaw"
 )
 
 // Config is one node's configuration. Zero fields take the defaults of DefaultConfig
@@ -60,18 +58,6 @@ type Config struct {
 	// MaxInFlightPerWorker bounds partitions releasing at once from one worker.
 	// 0 = unlimited. Default 0.
 	MaxInFlightPerWorker int
-
-	// flaws are deliberate bugs for the simulator's teeth tests (see internal/flaw);
-	// only tests can set them, through flaw.SetNodeFlaws.
-	flaws flaw.Set
-}
-
-func init() {
-	flaw.SetNodeFlaws = func(cfg any, s flaw.Set) any {
-		c := cfg.(Config)
-		c.flaws = s
-		return c
-	}
 }
 
 // DefaultConfig returns the defaults (NodeID is left empty).

@@ -6,8 +6,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/helixcoord/helix/internal/flaw"
 )
 
 // coordinator is the coordinator half of a Node: poll for the lease while standby; while
@@ -206,12 +204,9 @@ func (n *Node) onRenew(p *pendingReq, v any, err error) {
 }
 
 // leaseWindow is how long a grant or renewal answering p lets the holder believe it holds
-// the lease: counted from the request's send, never from the reply (unless the
-// NodeLeaseFromReply flaw is on).
+// the lease: counted from the request's send, never from the reply (the store may have
+// stamped the lease any time after the send).
 func (n *Node) leaseWindow(p *pendingReq) time.Time {
-	if n.cfg.flaws.Has(flaw.NodeLeaseFromReply) {
-		return n.window(n.now, n.cfg.LeaseTTL)
-	}
 	return n.window(p.sent, n.cfg.LeaseTTL)
 }
 
@@ -349,9 +344,6 @@ func (n *Node) planAndApply(rowsChanged bool) {
 		}
 		alive[nd.ID] = nd
 		wk := Worker{ID: nd.ID, Capacity: max(nd.Capacity, 1), Draining: nd.Draining}
-		if n.cfg.flaws.Has(flaw.NodeIgnoreDrain) {
-			wk.Draining = false
-		}
 		workers = append(workers, wk)
 		live = append(live, liveNode{nd.ID, nd.Incarnation, wk.Capacity, wk.Draining})
 	}
@@ -396,7 +388,7 @@ func (n *Node) planAndApply(rowsChanged bool) {
 		}
 		current = append(current, a)
 	}
-	plan := n.plan(PlanInput{
+	plan := PlanAssignments(PlanInput{
 		TaskLists:            c.lists,
 		Workers:              workers,
 		Current:              current,
@@ -447,10 +439,6 @@ func (n *Node) planAndApply(rowsChanged bool) {
 			// The owner is dead: its own liveness timer has stopped it, no ack is awaited.
 			// If the allocator did not reassign it just now, clear the owner.
 			put(i, Change{Kind: ChangeUnassign, Partition: a.Partition, Revision: a.Revision})
-		case a.State == Releasing && n.cfg.flaws.Has(flaw.NodeAssignBeforeAck):
-			if nd, ok := alive[a.Target]; ok && a.Target != a.Owner {
-				put(i, Change{Kind: ChangeAssign, Partition: a.Partition, Revision: a.Revision, Owner: a.Target, Incarnation: nd.Incarnation})
-			}
 		}
 	}
 	if len(dead) == 0 && nchanges == 0 {
@@ -479,7 +467,7 @@ func (n *Node) onApply(p *pendingReq, v any, err error) {
 	c.applyInFlight = false
 	if _, ok := replyAs[ApplyReply](v); err != nil || !ok {
 		n.event("apply_failed", errString(err))
-		if isErr(err, ErrFenced) && !n.cfg.flaws.Has(flaw.NodeNoStepDownOnFence) {
+		if isErr(err, ErrFenced) {
 			n.stepDown("fenced")
 			return
 		}
@@ -503,6 +491,3 @@ func (n *Node) onApply(p *pendingReq, v any, err error) {
 	// Follow up at once: the next read sees our own changes (and any ack) sooner.
 	c.tickNext = n.now
 }
-
-// plan calls the allocator, with the allocator's own flaws (if a test set any).
-func (n *Node) plan(in PlanInput) Plan { return planWithFlaws(in, n.cfg.flaws) }

@@ -17,7 +17,7 @@ import (
 // it that it still owns its partitions, and it carries on with them at the same
 // generation.
 func selfFenceResume() *Scenario {
-	sc := teethBase("self-fence-resume", 60)
+	sc := base("self-fence-resume", 60)
 	sc.TaskLists = []TaskListDef{{Domain: "orders", Name: "billing", Partitions: 64}}
 	sc.Timeline = []Action{
 		{At: sec(10), Do: DoCrash, Target: "worker", For: sec(3)},
@@ -66,7 +66,7 @@ func TestWorkerBoundCountsSameGenerationResume(t *testing.T) {
 // TestHeldPauseNotBegunByHealIsDropped: a pause armed with hold that has not begun by the
 // heal never begins (faults stop at the heal).
 func TestHeldPauseNotBegunByHealIsDropped(t *testing.T) {
-	sc := teethBase("late-hold", 60)
+	sc := base("late-hold", 60)
 	heal := sec(5)
 	// Nothing changes after the cold start, so the coordinator's next Apply comes only
 	// after the heal, when the node crash below makes it write.
@@ -91,7 +91,7 @@ func TestHeldPauseNotBegunByHealIsDropped(t *testing.T) {
 // clock_offset). Such a node must act from the start, not freeze until virtual time
 // reaches its offset.
 func TestClockBehindStore(t *testing.T) {
-	sc := teethBase("clock-behind", 40)
+	sc := base("clock-behind", 40)
 	sc.Nodes = []NodeGroup{{Prefix: "b", Count: 3, ClockOffset: Duration(-time.Hour), Drift: -0.005}, {Prefix: "n", Count: 2, ClockOffset: Duration(-90 * time.Second)}}
 	sc.Expect = Expect{ConvergeWithin: sec(10), HealAt: new(Duration)}
 	for seed := uint64(1); seed <= 3; seed++ {

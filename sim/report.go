@@ -20,8 +20,6 @@ type Violation struct {
 	// Expected: the scenario declares this violation (expect.violation).
 	Expected bool     `json:"expected"`
 	Recent   []string `json:"recent_events"`
-	// Flaws is set by tests that switched deliberate bugs on (not replayable from the CLI).
-	Flaws string `json:"flaws,omitempty"`
 	// Ref is how the replay command names the scenario (Options.Ref).
 	Ref string `json:"-"`
 }
@@ -42,9 +40,6 @@ func (v *Violation) String() string {
 		tag = "EXPECTED VIOLATION"
 	}
 	fmt.Fprintf(&b, "%s %s in scenario %s, seed %d, event #%d at %s:\n  %s\n", tag, v.Invariant, v.Scenario, v.Seed, v.Event, fmtV(int64(v.At)), v.Message)
-	if v.Flaws != "" {
-		fmt.Fprintf(&b, "  (with deliberate flaws: %s)\n", v.Flaws)
-	}
 	fmt.Fprintf(&b, "last %d events:\n", len(v.Recent))
 	for _, l := range v.Recent {
 		fmt.Fprintf(&b, "  %s\n", l)

@@ -14,7 +14,6 @@ import (
 
 	"github.com/helixcoord/helix/engine"
 	"github.com/helixcoord/helix/engine/memstore"
-	"github.com/helixcoord/helix/internal/flaw"
 )
 
 // T0 is virtual time zero: the store's clock reads T0 when a run starts. A fixed instant,
@@ -33,8 +32,6 @@ type Options struct {
 	// correct engine, two shuffle seeds give the same trace.
 	ShuffleSeed  uint64
 	ForceShuffle bool
-	// NodeFlaws and StoreFlaws switch on deliberate bugs (teeth tests only).
-	NodeFlaws, StoreFlaws flaw.Set
 	// RecentEvents is how many events a violation report shows (default 30).
 	RecentEvents int
 	// Ref is how the replay command names the scenario (a file path for scenarios not
@@ -252,9 +249,6 @@ func New(sc *Scenario, opt Options) (*Sim, error) {
 	s.ring = newRing(n)
 	s.check.init()
 	s.store = memstore.New(func() time.Time { return T0.Add(time.Duration(s.now)) })
-	if opt.StoreFlaws != 0 {
-		flaw.SetStoreFlaws(s.store, opt.StoreFlaws)
-	}
 	for _, t := range sc.TaskLists {
 		if _, err := s.store.PutTaskList(s.ctx, t.TaskList()); err != nil {
 			return nil, fmt.Errorf("scenario.tasklists: %w", err)
@@ -376,9 +370,6 @@ func (s *Sim) addNode(g NodeGroup, start time.Duration) *simNode {
 		nbase:   int64(g.ClockOffset),
 		// A clock may start behind the store's (a negative offset): no floor at zero.
 		lastNow: math.MinInt64,
-	}
-	if s.opt.NodeFlaws != 0 {
-		nd.cfg = flaw.SetNodeFlaws(nd.cfg, s.opt.NodeFlaws).(engine.Config)
 	}
 	s.nodes = append(s.nodes, nd)
 	s.byID[id] = nd.idx
@@ -1040,9 +1031,6 @@ func (s *Sim) fail(inv, msg string) {
 	}
 	s.viol.Expected = s.sc.Expect.Violation == inv
 	s.viol.Ref = s.opt.Ref
-	if f := s.opt.NodeFlaws | s.opt.StoreFlaws; f != 0 {
-		s.viol.Flaws = fmt.Sprintf("node %#x, store %#x (internal/flaw)", uint64(s.opt.NodeFlaws), uint64(s.opt.StoreFlaws))
-	}
 	if s.tl != nil {
 		s.tl.Violations = append(s.tl.Violations, Mark{At: time.Duration(s.now), Invariant: inv, Message: msg})
 	}
