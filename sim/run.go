@@ -49,32 +49,50 @@ func (d *Divergence) String() string {
 	return b.String()
 }
 
-// CheckDeterminism runs the seed twice with full logs and reports the first divergence.
+// CheckDeterminism runs the seed twice and reports the first divergence.
 // With shuffleA ≠ shuffleB and ForceShuffle, the runs see list replies in different
 // orders: a correct engine must still act identically (the trace hashes effects and
-// events, not reply order), which is what catches an allocator that breaks ties in input
-// order.
+// events, not reply order), which is what catches an iteration over a list in the order
+// the store happened to return it.
+//
+// The runs are compared by their traces, which cover everything a log line shows; only
+// when they differ are both run again with full logs, to show the first differing line.
 func CheckDeterminism(sc *Scenario, opt Options, shuffleA, shuffleB uint64) (*Divergence, error) {
-	run := func(sh uint64) (*Result, []string, error) {
+	run := func(sh uint64, log bool) (*Result, []string, error) {
 		var buf bytes.Buffer
 		o := opt
-		o.Log = &buf
 		o.ShuffleSeed = sh
+		if log {
+			o.Log = &buf
+		}
 		r, err := Run(sc, o)
 		if err != nil {
 			return nil, nil, err
 		}
 		return r, strings.Split(buf.String(), "\n"), nil
 	}
-	ra, la, err := run(shuffleA)
+	opt.Log = nil // each run logs into its own buffer, and only when they differ
+	ra, _, err := run(shuffleA, false)
 	if err != nil {
 		return nil, err
 	}
-	rb, lb, err := run(shuffleB)
+	rb, _, err := run(shuffleB, false)
 	if err != nil {
 		return nil, err
 	}
 	d := &Divergence{TraceA: ra.Trace, TraceB: rb.Trace, Scenario: sc.Name, Seed: opt.Seed, ShuffleA: shuffleA, ShuffleB: shuffleB, EventsRunA: ra.Events, ResultA: ra}
+	if ra.Trace == rb.Trace {
+		d.Identical = true
+		return d, nil
+	}
+	_, la, err := run(shuffleA, true)
+	if err != nil {
+		return nil, err
+	}
+	_, lb, err := run(shuffleB, true)
+	if err != nil {
+		return nil, err
+	}
 	for i := 0; i < max(len(la), len(lb)); i++ {
 		var a, b string
 		if i < len(la) {
@@ -89,12 +107,8 @@ func CheckDeterminism(sc *Scenario, opt Options, shuffleA, shuffleB uint64) (*Di
 			return d, nil
 		}
 	}
-	if ra.Trace != rb.Trace {
-		d.Event = len(la)
-		d.A, d.B = "(logs equal, traces differ)", ""
-		return d, nil
-	}
-	d.Identical = true
+	d.Event = len(la)
+	d.A, d.B = "(logs equal, traces differ)", ""
 	return d, nil
 }
 
