@@ -14,11 +14,23 @@ import (
 // replies in two different orders. It prints "CAUGHT seed S scenario X invariant I" at
 // the first failure and returns 1, or "PASSED" and 0. A "RUN" line before each run says
 // where a crash or a hang happened.
-func runSimcheck(n int) int {
+func runSimcheck(n int, only string) int {
 	all, err := scenarios.All()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
+	}
+	if only != "" {
+		var sel []*sim.Scenario
+		for _, name := range strings.Split(only, ",") {
+			sc, err := scenarios.Builtin(strings.TrimSpace(name))
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 2
+			}
+			sel = append(sel, sc)
+		}
+		all = sel
 	}
 	for seed := 1; seed <= n; seed++ {
 		for _, sc := range all {

@@ -171,6 +171,10 @@ func (s *Sim) action(a *Action) {
 			s.faultHits(nd)
 			s.band("crash", nd.id, a.For.D())
 			s.nodeDown(nd)
+			if a.Permanent {
+				nd.left = true // gone for good: no heal or restart brings it back
+				s.cover("node_died_for_good")
+			}
 			if a.For > 0 {
 				s.push(event{at: s.now + int64(a.For), kind: evStart, node: nd.idx, gen: nd.gen})
 			}
@@ -187,7 +191,7 @@ func (s *Sim) action(a *Action) {
 				continue
 			}
 			if a.Hold != "" {
-				nd.holdFor = int64(a.For)
+				nd.holdFor, nd.holdKind = int64(a.For), a.Hold
 				continue
 			}
 			s.pause(nd, a.For.D())
@@ -328,6 +332,10 @@ func (s *Sim) action(a *Action) {
 				nd.left = true
 				continue
 			}
+			// A graceful leave starts the failover clocks too: its partitions must run
+			// elsewhere within worker_within, a new coordinator lead within
+			// coordinator_within.
+			s.faultHits(nd)
 			if nd.paused {
 				nd.buffered = append(nd.buffered, input{in: engine.Shutdown{}})
 				continue
@@ -336,6 +344,16 @@ func (s *Sim) action(a *Action) {
 		}
 	case DoHealAll:
 		s.healNetwork()
+	case DoStoreFault:
+		f := &storeFault{kind: a.Fault, rate: a.Rate}
+		if f.rate == 0 {
+			f.rate = 1
+		}
+		s.storeFaults = append(s.storeFaults, f)
+		s.band("store fault", a.Fault, a.For.D())
+		s.undoAt(a.For.D(), func(s *Sim) {
+			s.storeFaults = slices.DeleteFunc(s.storeFaults, func(x *storeFault) bool { return x == f })
+		})
 	}
 }
 
@@ -408,6 +426,7 @@ func (s *Sim) resume(nd *simNode) {
 func (s *Sim) healNetwork() {
 	s.outage = 0
 	s.spikes = nil
+	s.storeFaults = nil
 	for _, nd := range s.nodes {
 		s.healNode(nd)
 	}

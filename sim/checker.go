@@ -18,6 +18,7 @@ type checker struct {
 	maxEpoch    uint64  // highest epoch any node believed in
 	epochHolder int32
 	storeEpoch  uint64 // highest lease epoch the store ever returned
+	issued      uint64 // highest lease epoch the store ever granted (E2)
 
 	owners map[engine.PartitionID][]int32 // nodes whose last state lists the partition
 	maxGen map[engine.PartitionID]genRec

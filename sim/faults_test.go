@@ -189,3 +189,94 @@ func TestSummaryStatusSaysWhatFailed(t *testing.T) {
 		}
 	}
 }
+
+// TestEpochRulesChecked: the checker's epoch rules (E1, E2) fail the run on a store
+// reply that breaks them, and pass the replies a correct store gives.
+func TestEpochRulesChecked(t *testing.T) {
+	held := engine.Lease{Key: "coordinator", Owner: "n1", Epoch: 3, Status: engine.LeaseActive}
+	for _, tc := range []struct {
+		name          string
+		op            engine.Op
+		before        engine.Lease
+		existed, live bool
+		after         uint64
+		want          string // "" = no violation
+	}{
+		{"renewal keeps the epoch", engine.OpRenewLease{Owner: "n1", Epoch: 3}, held, true, true, 3, ""},
+		{"renewal raises the epoch", engine.OpRenewLease{Owner: "n1", Epoch: 3}, held, true, true, 4, "E1"},
+		{"holder re-acquires what it holds", engine.OpAcquireLease{Owner: "n1"}, held, true, true, 3, ""},
+		{"holder re-acquiring raises the epoch", engine.OpAcquireLease{Owner: "n1"}, held, true, true, 4, "E1"},
+		{"new holder, higher epoch", engine.OpAcquireLease{Owner: "n2"}, held, true, false, 4, ""},
+		{"new holder, same epoch", engine.OpAcquireLease{Owner: "n2"}, held, true, false, 3, "E2"},
+		{"same node after losing it, same epoch", engine.OpAcquireLease{Owner: "n1"}, held, true, false, 3, "E2"},
+		{"first grant", engine.OpAcquireLease{Owner: "n1"}, engine.Lease{}, false, false, 1, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := New(small(), Options{Seed: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.check.issued = tc.before.Epoch
+			after := tc.before
+			after.Epoch = tc.after
+			s.check.epochRules(s, tc.op, tc.before, tc.existed, tc.live, after)
+			got := ""
+			if s.viol != nil {
+				got = s.viol.Invariant
+			}
+			if got != tc.want {
+				t.Fatalf("violation %q, want %q (%v)", got, tc.want, s.viol)
+			}
+		})
+	}
+}
+
+// TestFormatAdditionsValidated: the new fields are checked with the field and the rule.
+func TestFormatAdditionsValidated(t *testing.T) {
+	for _, tc := range []struct {
+		a    Action
+		want string
+	}{
+		{Action{At: sec(1), Do: DoPause, Target: "n1", For: sec(1), Hold: "write"}, "timeline[0].hold"},
+		{Action{At: sec(1), Do: DoCrash, Target: "n1", For: sec(1), Permanent: true}, "timeline[0].permanent"},
+		{Action{At: sec(1), Do: DoStoreFault, For: sec(1), Fault: "explode"}, "timeline[0].fault"},
+		{Action{At: sec(1), Do: DoStoreFault, Fault: FaultDeadlock}, "timeline[0].for"},
+		{Action{At: sec(1), Do: DoStoreFault, For: sec(1), Fault: FaultDeadlock, Rate: 2}, "timeline[0].rate"},
+		{Action{At: sec(1), Do: DoCrash, Target: "n1", Fault: FaultDeadlock}, "timeline[0].fault"},
+	} {
+		sc := base("v", 10)
+		sc.Timeline = []Action{tc.a}
+		err := sc.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: error %v, want one naming %s", tc.a, err, tc.want)
+		}
+	}
+	ok := base("v", 10)
+	ok.Timeline = []Action{
+		{At: sec(1), Do: DoPause, Target: "n1", For: sec(1), Hold: HoldRead},
+		{At: sec(1), Do: DoCrash, Target: "n2", Permanent: true},
+		{At: sec(1), Do: DoStoreFault, For: sec(1), Fault: FaultCommitThenError, Rate: 0.5},
+	}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPermanentCrashNotHealed: a node that dies for good is not restarted by the heal,
+// and the liveness phase still passes over the others.
+func TestPermanentCrashNotHealed(t *testing.T) {
+	sc := base("gone", 40)
+	sc.Expect = Expect{ConvergeWithin: sec(20)}
+	sc.Timeline = []Action{{At: sec(10), Do: DoCrash, Target: "n3", Permanent: true}}
+	s, err := New(sc, Options{Seed: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := s.Run()
+	if !r.Passed {
+		t.Fatal(r.Violation)
+	}
+	if n := s.nodes[s.byID["n3"]]; n.up || n.restarts != 0 {
+		t.Fatalf("n3 came back: up %v, restarts %d", n.up, n.restarts)
+	}
+}

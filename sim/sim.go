@@ -80,6 +80,7 @@ type simNode struct {
 	buffer    bool       // the partition holds messages instead of dropping them
 	held      []*request // requests held by a buffering partition or a hold-pause
 	holdFor   int64      // >0: a pause armed to start after the next Apply, this long
+	holdKind  string     // HoldApply or HoldRead: which request starts the armed pause
 	prevLive  int64      // LivenessUntil (node ns) as of the last check
 	wasCoord  bool       // believed it led as of the last check
 
@@ -215,6 +216,7 @@ type Sim struct {
 	// events of the current heal time (a move supersedes the queued ones).
 	healDefault bool
 	healGen     uint32
+	storeFaults []*storeFault // store_fault actions in force
 }
 
 // newRand is one component's PRNG: the run's seed, split by a per-component stream id.
@@ -579,14 +581,31 @@ func (s *Sim) step(nd *simNode, in engine.Input, mode int) {
 		s.hash.effect(e)
 		switch e := e.(type) {
 		case engine.StoreRequest:
-			if _, ok := e.Op.(engine.OpApply); ok && nd.holdFor > 0 && !nd.paused {
-				// The armed pause starts now: the Apply stays in the process.
-				s.cover("pause_between_decision_and_write")
-				nd.held = append(nd.held, s.newRequest(nd, e))
-				s.pause(nd, time.Duration(nd.holdFor))
-				s.healNoEarlierThan(s.now + nd.holdFor)
-				nd.holdFor = 0
-				continue
+			apply, isApply := e.Op.(engine.OpApply)
+			if isApply {
+				s.checkApplyInWindow(nd, apply)
+			}
+			if nd.holdFor > 0 && !nd.paused {
+				_, isRead := e.Op.(engine.OpReadState)
+				switch {
+				case isApply && nd.holdKind == HoldApply:
+					// The armed pause starts now: the Apply stays in the process.
+					s.cover("pause_between_decision_and_write")
+					nd.held = append(nd.held, s.newRequest(nd, e))
+					s.pause(nd, time.Duration(nd.holdFor))
+					s.healNoEarlierThan(s.now + nd.holdFor)
+					nd.holdFor = 0
+					continue
+				case isRead && nd.holdKind == HoldRead:
+					// The read goes out; the pause starts with it in flight, so its
+					// reply waits for the node to resume.
+					s.cover("pause_with_read_in_flight")
+					s.send(nd, e)
+					s.pause(nd, time.Duration(nd.holdFor))
+					s.healNoEarlierThan(s.now + nd.holdFor)
+					nd.holdFor = 0
+					continue
+				}
 			}
 			s.send(nd, e)
 		case engine.WakeAt:
@@ -852,11 +871,32 @@ func (s *Sim) execute(req *request) (any, error) {
 	switch op := req.op.(type) {
 	case engine.OpApply:
 		lr, lerr := s.store.ReadLease(s.ctx, op.Batch.Fence.Key)
-		fenceOK := lerr == nil && lr.Lease.Epoch == op.Batch.Fence.Epoch && lr.Lease.HeldAt(lr.Now)
+		// The checker judges the fence itself rather than through engine helpers, so a
+		// bug planted in those cannot blind it.
+		fenceOK := lerr == nil && lr.Lease.Epoch == op.Batch.Fence.Epoch && lr.Lease.Status == engine.LeaseActive && lr.Now.Before(lr.Lease.ExpiresAt)
+		var before []engine.NodeInfo
 		if fenceOK { // a fenced batch is refused whole: nothing in it to check
 			s.check.beforeApply(s, req, op.Batch)
+			if len(op.Batch.Dead) > 0 {
+				if r, err := s.store.ListNodes(s.ctx); err == nil {
+					before = r.Nodes
+				}
+			}
+		}
+		if f := s.storeFault(); f == FaultDeadlock {
+			// A deadlock part-way through the batch: the transaction is rolled back
+			// whole, and the client is told to retry.
+			s.cover("apply_deadlock_rolled_back")
+			s.check.atomic(s, op.Batch, before)
+			return nil, errDeadlock
 		}
 		v, err := op.Do(s.ctx, s.store)
+		if err != nil {
+			s.check.atomic(s, op.Batch, before)
+		}
+		if err == nil && len(before) > 0 {
+			s.check.declaredDead(s, op.Batch, before)
+		}
 		if err == nil {
 			if !fenceOK {
 				s.fail("S2", fmt.Sprintf("store accepted a write from %s fenced with epoch %d while the lease %q is at epoch %d held by %q until %s (store now %s)",
@@ -865,6 +905,12 @@ func (s *Sim) execute(req *request) (any, error) {
 			}
 			s.check.afterApply(s, op.Batch)
 			s.syncRows()
+			if s.storeFault() == FaultCommitThenError {
+				// Committed, but the connection died before the reply: the client gets an
+				// error although every change of the batch is in.
+				s.cover("apply_committed_then_error")
+				return nil, errAfterCommit
+			}
 		} else if errors.Is(err, engine.ErrFenced) {
 			s.cover("fenced_write_rejected")
 		} else if errors.Is(err, engine.ErrConflict) {
@@ -872,22 +918,28 @@ func (s *Sim) execute(req *request) (any, error) {
 		}
 		return v, err
 	case engine.OpAckRelease:
+		row, had := s.rows[op.Ack.Partition]
 		v, err := op.Do(s.ctx, s.store)
 		if err == nil {
+			a := op.Ack
+			if !had || row.State != engine.Releasing || row.Owner != a.Node || row.Incarnation != a.Incarnation || row.Generation != a.Generation {
+				s.fail("S3", fmt.Sprintf("the store accepted %s/%d's acknowledgement of %s at generation %d while the row is %s by %s/%d at generation %d: only the owner of the generation being released may acknowledge it",
+					a.Node, a.Incarnation, a.Partition, a.Generation, row.State, row.Owner, row.Incarnation, row.Generation))
+			}
 			s.syncRows()
 		} else if errors.Is(err, engine.ErrNodeDead) {
 			s.cover("release_ack_after_death")
 		}
 		return v, err
 	case engine.OpAcquireLease, engine.OpRenewLease, engine.OpReleaseLease:
-		var before engine.LeaseReply
-		var berr error
-		renew, isRenew := op.(engine.OpRenewLease)
-		if isRenew {
-			before, berr = s.store.ReadLease(s.ctx, renew.Key)
-		}
+		_, isRenew := op.(engine.OpRenewLease)
+		before, berr := s.store.ReadLease(s.ctx, s.nodes[req.node].cfg.LeaseKey)
+		held := berr == nil && before.Lease.Status == engine.LeaseActive && before.Now.Before(before.Lease.ExpiresAt)
 		v, err := op.Do(s.ctx, s.store)
-		if isRenew && err == nil && berr == nil && !before.Lease.HeldAt(before.Now) {
+		if lr, ok := v.(engine.LeaseReply); ok && err == nil {
+			s.check.epochRules(s, op, before.Lease, berr == nil, held, lr.Lease)
+		}
+		if isRenew && err == nil && berr == nil && !held {
 			// A tenure that expired must stay over: from its expiry on, any node may
 			// have taken the lease as free (and acted on it); reviving the old epoch
 			// lets two tenures overlap.
