@@ -1189,3 +1189,41 @@ func TestNodeFastHeartbeatFloor(t *testing.T) {
 		}
 	}
 }
+
+// A read answered after the coordinator's own lease window (its renewals unanswered),
+// though before the read's deadline, must not lead to a plan or a write: past that
+// instant another node may lead. (The node's wake-up at the window's end normally steps
+// it down first; a driver that was behind, or a paused process, delivers the reply
+// first.)
+func TestNodeNoWriteAfterLeaseWindow(t *testing.T) {
+	s := candidate(t) // lease counted from 0: the window ends at 5.84s
+	nodes := []engine.NodeInfo{alive("a", 1, time.Second)}
+	var readID uint64
+	var readSent time.Duration
+	for off := 100 * ms; off < 5500*ms; off = s.wake() {
+		s.tick(off)
+		for _, e := range s.effs {
+			if r, ok := e.(engine.StoreRequest); ok {
+				if _, isRead := r.Op.(engine.OpReadState); isRead {
+					readID, readSent = r.ID, off
+				}
+			}
+		}
+	}
+	if readSent < 4*time.Second || readSent+900*ms <= 5840*ms {
+		t.Fatalf("no read in flight across the window's end (last read sent at %v)", readSent)
+	}
+	// Answered at 5.85s, after the window, before the read's deadline; an unassigned
+	// row and a live worker would make a coordinator write.
+	effs := s.reply(5850*ms, readID, stateReply(5845*ms, 4, nodes, row(0, "", 0, 0, engine.Unassigned, 1)), nil)
+	for _, e := range effs {
+		if r, ok := e.(engine.StoreRequest); ok {
+			if _, isApply := r.Op.(engine.OpApply); isApply {
+				t.Fatalf("wrote after its lease window: %s", describe(effs))
+			}
+		}
+	}
+	if s.n.State().Coordinator {
+		t.Fatal("still coordinator after its lease window")
+	}
+}

@@ -114,8 +114,12 @@ func (s *Sim) checkApplyInWindow(nd *simNode, a engine.OpApply) {
 	if st.Coordinator {
 		end = st.LeaseUntil.Sub(T0).Nanoseconds()
 	}
-	if !st.Coordinator || st.Epoch != a.Batch.Fence.Epoch || now >= end {
-		s.fail("S1", fmt.Sprintf("%s sent an Apply at epoch %d at %s by its clock, outside its lease window (coordinator %v, epoch %d, lease until %s)",
-			nd.id, a.Batch.Fence.Epoch, fmtV(now), st.Coordinator, st.Epoch, fmtT(st.LeaseUntil)))
+	switch {
+	case !st.Coordinator:
+		s.fail("S1", fmt.Sprintf("%s sent an Apply at epoch %d at %s by its clock, and is not coordinator after the step that sent it (its lease window was over)",
+			nd.id, a.Batch.Fence.Epoch, fmtV(now)))
+	case st.Epoch != a.Batch.Fence.Epoch || now >= end:
+		s.fail("S1", fmt.Sprintf("%s sent an Apply at epoch %d at %s by its clock, outside its lease window (epoch %d until %s)",
+			nd.id, a.Batch.Fence.Epoch, fmtV(now), st.Epoch, fmtT(st.LeaseUntil)))
 	}
 }
