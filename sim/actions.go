@@ -554,6 +554,7 @@ func (s *Sim) drawSwarm(sw *Swarm) []Action {
 // faultHits starts the failover clocks when a fault hits a node.
 func (s *Sim) faultHits(nd *simNode) {
 	s.metrics.faultHits(s, nd)
+	s.probeDeadAfter(nd)
 }
 
 // faultEnds cancels failover clocks the fault did not need after all (a short pause or

@@ -14,9 +14,10 @@ const (
 	evSample                   // once per virtual second: timeline sample, liveness
 	evHeal                     // faults stop, the core is healed
 	evEnd                      // the run ends: liveness check
+	evProbe                    // a boundary probe of the store (probes.go)
 )
 
-var evNames = [...]string{"", "start", "tick", "arrive", "reply", "action", "undo", "resume", "sample", "heal", "end"}
+var evNames = [...]string{"", "start", "tick", "arrive", "reply", "action", "undo", "resume", "sample", "heal", "end", "probe"}
 
 func (k evKind) String() string { return evNames[k] }
 

@@ -503,6 +503,8 @@ func (s *Sim) dispatch(e event) {
 		s.begin(e, "heal: faults stop, the core is healed")
 		s.heal()
 		s.finish()
+	case evProbe:
+		s.probe(e)
 	case evEnd:
 		if e.gen != s.healGen {
 			return
@@ -905,6 +907,7 @@ func (s *Sim) execute(req *request) (any, error) {
 			}
 			s.check.afterApply(s, op.Batch)
 			s.syncRows()
+			s.probeStaleAcks(op.Batch)
 			if s.storeFault() == FaultCommitThenError {
 				// Committed, but the connection died before the reply: the client gets an
 				// error although every change of the batch is in.
@@ -938,6 +941,9 @@ func (s *Sim) execute(req *request) (any, error) {
 		v, err := op.Do(s.ctx, s.store)
 		if lr, ok := v.(engine.LeaseReply); ok && err == nil {
 			s.check.epochRules(s, op, before.Lease, berr == nil, held, lr.Lease)
+			if lr.Lease.Status == engine.LeaseActive {
+				s.probeLeaseAt(lr.Lease.ExpiresAt)
+			}
 		}
 		if isRenew && err == nil && berr == nil && !held {
 			// A tenure that expired must stay over: from its expiry on, any node may
@@ -1044,6 +1050,7 @@ func (s *Sim) maybeShuffle(v any) any {
 		return r
 	case engine.HeartbeatReply:
 		r.Assignments = shuffled(s.shuffle, r.Assignments)
+		r.Incoming = shuffled(s.shuffle, r.Incoming)
 		return r
 	}
 	return v
