@@ -23,7 +23,7 @@ bench:
 	bash bench/run.sh
 
 # The mutation harness: plants each bug of mutants/list.go in a temporary copy of the
-# tree and reports whether the simulator alone and the whole suite catch it (about 25
+# tree and reports whether the simulator alone and the whole suite catch it (about 10
 # minutes on 2 cores; not part of CI). MUTANTS_FLAGS='-run Store -j 1' narrows it.
 mutants:
 	$(GO) run ./mutants $(MUTANTS_FLAGS)
