@@ -5,8 +5,6 @@ import (
 	"math/bits"
 	"slices"
 	"strings"
-
-	"github.com/helixcoord/helix/internal/flaw"
 )
 
 // The allocator: a pure function from (task lists, live workers, current rows, throttle)
@@ -198,13 +196,9 @@ func (p Plan) TargetOf(id PartitionID) string {
 }
 
 // PlanAssignments computes the target assignment and the actions to take now.
-func PlanAssignments(in PlanInput) Plan { return planWithFlaws(in, 0) }
-
-// planWithFlaws is PlanAssignments with deliberate bugs switched on (only the
-// simulator's teeth tests set any); the node calls it with its config's flaws.
-func planWithFlaws(in PlanInput, f flaw.Set) Plan {
+func PlanAssignments(in PlanInput) Plan {
 	var a allocator
-	return a.plan(in, f)
+	return a.plan(in)
 }
 
 // aWorker is one distinct worker (its id is allocator.ids at the same index), with the
@@ -373,7 +367,6 @@ func (f *tlFinder) slot(id *PartitionID) int {
 }
 
 type allocator struct {
-	flaws     flaw.Set
 	forceFast bool     // tests: never solve the extras exactly unless the fast path fails
 	lastExact bool     // tests: the extras were solved exactly
 	ids       []string // the distinct worker ids, sorted: worker i is ids[i]
@@ -621,15 +614,11 @@ func (a *allocator) setupWorkers(in PlanInput) {
 	var caps []int64 // distinct capacities of eligible workers, sorted
 	nEligible := 0
 	for i := 0; i < n; i++ {
-		w, pos := at(i)
+		w, _ := at(i)
 		if w.Capacity < 1 {
 			w.Capacity = 1
 		}
 		rank := int32(i)
-		if a.flaws.Has(flaw.AllocUnsortedTieBreak) {
-			// FLAW: ties broken in input order, so a shuffled input plans differently.
-			rank = pos
-		}
 		a.ids[i] = keys[off : off+len(w.ID)]
 		off += len(w.ID)
 		a.workers[i] = aWorker{cap: int64(w.Capacity), draining: w.Draining, rank: rank, class: -1}
@@ -656,9 +645,6 @@ func (a *allocator) setupWorkers(in PlanInput) {
 		if !a.workers[i].draining {
 			order = append(order, int32(i))
 		}
-	}
-	if a.flaws.Has(flaw.AllocUnsortedTieBreak) {
-		slices.SortFunc(order, a.byRank)
 	}
 	if len(caps) == 1 {
 		a.classes[0].members = order
@@ -803,8 +789,7 @@ func (a *allocator) readRows(rows []Assignment, slots []aSlot, f tlFinder) {
 	}
 }
 
-func (a *allocator) plan(in PlanInput, f flaw.Set) Plan {
-	a.flaws = f
+func (a *allocator) plan(in PlanInput) Plan {
 	a.setupWorkers(in)
 
 	// Task lists, sorted and deduplicated; zero-partition lists contribute nothing.

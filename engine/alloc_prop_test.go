@@ -364,7 +364,7 @@ func TestAllocPropManyWorkers(t *testing.T) {
 		in.MaxInFlight = rapid.IntRange(0, 50).Draw(t, "maxInFlight")
 		in.MaxInFlightPerWorker = rapid.IntRange(0, 5).Draw(t, "maxInFlightPerWorker")
 		var a allocator
-		p := a.plan(in, 0)
+		p := a.plan(in)
 		if err := checkPlan(in, p); err != nil {
 			t.Fatal(err)
 		}
@@ -432,7 +432,7 @@ func (a *allocator) checkBuckets() error {
 func TestAllocPropFastPath(t *testing.T) {
 	plan := func(in PlanInput) Plan {
 		a := allocator{forceFast: true}
-		return a.plan(in, 0)
+		return a.plan(in)
 	}
 	rapid.Check(t, func(t *rapid.T) {
 		in := genInput(t, allStates)

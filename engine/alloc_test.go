@@ -6,8 +6,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/helixcoord/helix/internal/flaw"
 )
 
 // This file holds the allocator's table tests and the checker shared with the property
@@ -708,17 +706,14 @@ func TestAllocTable(t *testing.T) {
 	}
 }
 
-// The flaw switch must change behaviour (the simulator's teeth test depends on it) and
-// no flaw must mean exactly PlanAssignments.
-func TestAllocFlawUnsortedTieBreak(t *testing.T) {
+// The plan does not depend on the order the workers are listed in: a tie goes to the
+// same worker either way.
+func TestAllocTieBreakIndependentOfInputOrder(t *testing.T) {
 	ba := PlanInput{TaskLists: []TaskList{tl("d", "t", 1)}, Workers: []Worker{wk("b", 1), wk("a", 1)}}
 	ab := PlanInput{TaskLists: ba.TaskLists, Workers: []Worker{wk("a", 1), wk("b", 1)}}
-	want := planWithFlaws(ab, 0).TargetOf(pid("d", "t", 0))
-	if got := planWithFlaws(ba, 0).TargetOf(pid("d", "t", 0)); got != want {
-		t.Errorf("without the flaw the tie goes to %q listed b, a and to %q listed a, b", got, want)
-	}
-	if got := planWithFlaws(ba, flaw.AllocUnsortedTieBreak).TargetOf(pid("d", "t", 0)); got == want {
-		t.Errorf("with the flaw the tie still goes to %q listed b, a: the flaw changes nothing", got)
+	want := PlanAssignments(ab).TargetOf(pid("d", "t", 0))
+	if got := PlanAssignments(ba).TargetOf(pid("d", "t", 0)); got != want {
+		t.Errorf("the tie goes to %q listed b, a and to %q listed a, b", got, want)
 	}
 }
 
@@ -779,7 +774,7 @@ func TestAllocLookupPaths(t *testing.T) {
 			c := in
 			c.Current = rows
 			var a allocator
-			p := a.plan(c, 0)
+			p := a.plan(c)
 			if err := checkPlan(c, p); err != nil {
 				t.Fatal(err)
 			}

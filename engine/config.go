@@ -3,8 +3,6 @@ package engine
 import (
 	"fmt"
 	"time"
-
-	"github.com/helixcoord/helix/internal/flaw"
 )
 
 // Config is one node's configuration. Zero fields take the defaults of DefaultConfig
@@ -95,18 +93,6 @@ type Config struct {
 	// When every eligible worker is cooling down for it, the partition is reported failing
 	// and waits, unassigned, until the first cool-down ends. Default 5 min.
 	GiveBackCoolDown time.Duration
-
-	// flaws are deliberate bugs for the simulator's teeth tests (see internal/flaw);
-	// only tests can set them, through flaw.SetNodeFlaws.
-	flaws flaw.Set
-}
-
-func init() {
-	flaw.SetNodeFlaws = func(cfg any, s flaw.Set) any {
-		c := cfg.(Config)
-		c.flaws = s
-		return c
-	}
 }
 
 // DefaultConfig returns the defaults (NodeID is left empty).

@@ -6,8 +6,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/helixcoord/helix/internal/flaw"
 )
 
 // coordinator is the coordinator half of a Node: poll for the lease while standby; while
@@ -212,12 +210,9 @@ func (n *Node) onRenew(p *pendingReq, v any, err error) {
 }
 
 // leaseWindow is how long a grant or renewal answering p lets the holder believe it holds
-// the lease: counted from the request's send, never from the reply (unless the
-// NodeLeaseFromReply flaw is on).
+// the lease: counted from the request's send, never from the reply (the store may have
+// stamped the lease any time after the send).
 func (n *Node) leaseWindow(p *pendingReq) time.Time {
-	if n.cfg.flaws.Has(flaw.NodeLeaseFromReply) {
-		return n.window(n.now, n.cfg.LeaseTTL)
-	}
 	return n.window(p.sent, n.cfg.LeaseTTL)
 }
 
@@ -269,7 +264,12 @@ func (n *Node) onReadState(p *pendingReq, v any, err error) {
 // mergeState folds a read into the cache and reports whether any row changed.
 func (n *Node) mergeState(full bool, r StateReply) bool {
 	c := &n.c
-	c.nodes, c.lists = r.Nodes, r.TaskLists
+	// A store may list nodes and task lists in any order (a query without ORDER BY):
+	// sort them, so that everything built from them (the dead-node list of the batch,
+	// the declared_dead events, the allocator's input) comes out the same whatever the
+	// order of the reply.
+	c.nodes = slices.SortedStableFunc(slices.Values(r.Nodes), func(a, b NodeInfo) int { return strings.Compare(a.ID, b.ID) })
+	c.lists = slices.SortedStableFunc(slices.Values(r.TaskLists), compareTaskLists)
 	c.rev = r.Revision
 	c.storeNow = r.Now
 	n.noteGiveBacks(r.Assignments)
@@ -312,6 +312,14 @@ func (n *Node) mergeState(full bool, r StateReply) bool {
 	return len(r.Assignments) > 0
 }
 
+// compareTaskLists orders task lists by (domain, name).
+func compareTaskLists(a, b TaskList) int {
+	if c := strings.Compare(a.Domain, b.Domain); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Name, b.Name)
+}
+
 // byPartition orders rows by partition, for slices.SortFunc.
 func byPartition(a, b Assignment) int { return ComparePartitions(a.Partition, b.Partition) }
 
@@ -345,9 +353,6 @@ func (n *Node) planAndApply(rowsChanged bool) {
 		}
 		alive[nd.ID] = nd
 		wk := Worker{ID: nd.ID, Capacity: max(nd.Capacity, 1), Draining: nd.Draining}
-		if n.cfg.flaws.Has(flaw.NodeIgnoreDrain) {
-			wk.Draining = false
-		}
 		workers = append(workers, wk)
 		live = append(live, liveNode{nd.ID, nd.Incarnation, wk.Capacity, wk.Draining})
 	}
@@ -394,7 +399,7 @@ func (n *Node) planAndApply(rowsChanged bool) {
 		}
 		current = append(current, a)
 	}
-	plan := n.plan(PlanInput{
+	plan := PlanAssignments(PlanInput{
 		TaskLists:            c.lists,
 		Workers:              workers,
 		Current:              current,
@@ -459,10 +464,6 @@ func (n *Node) planAndApply(rowsChanged bool) {
 			// The owner is dead: its own liveness timer has stopped it, no ack is awaited.
 			// If the allocator did not reassign it just now, clear the owner.
 			put(i, Change{Kind: ChangeUnassign, Partition: a.Partition, Revision: a.Revision})
-		case a.State == Releasing && n.cfg.flaws.Has(flaw.NodeAssignBeforeAck):
-			if nd, ok := alive[a.Target]; ok && a.Target != a.Owner {
-				put(i, Change{Kind: ChangeAssign, Partition: a.Partition, Revision: a.Revision, Owner: a.Target, Incarnation: nd.Incarnation})
-			}
 		}
 	}
 	if len(dead) == 0 && nchanges == 0 {
@@ -491,7 +492,7 @@ func (n *Node) onApply(p *pendingReq, v any, err error) {
 	c.applyInFlight = false
 	if _, ok := replyAs[ApplyReply](v); err != nil || !ok {
 		n.event("apply_failed", errString(err))
-		if isErr(err, ErrFenced) && !n.cfg.flaws.Has(flaw.NodeNoStepDownOnFence) {
+		if isErr(err, ErrFenced) {
 			n.stepDown("fenced")
 			return
 		}
@@ -515,6 +516,3 @@ func (n *Node) onApply(p *pendingReq, v any, err error) {
 	// Follow up at once: the next read sees our own changes (and any ack) sooner.
 	c.tickNext = n.now
 }
-
-// plan calls the allocator, with the allocator's own flaws (if a test set any).
-func (n *Node) plan(in PlanInput) Plan { return planWithFlaws(in, n.cfg.flaws) }

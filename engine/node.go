@@ -7,8 +7,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"time"
-
-	"github.com/helixcoord/helix/internal/flaw"
 )
 
 // Node is one helix node, both roles: coordinator candidate and worker.
@@ -494,15 +492,8 @@ func (n *Node) State() NodeState {
 		s.Owned = append(s.Owned, OwnedPartition{Partition: p, Generation: n.w.owned[p]})
 	}
 	n.supervisionState(&s)
-	if n.cfg.flaws.Has(flaw.NodeNoSelfFence) && len(s.Owned) > 0 {
-		// The flawed node ignores its timer, so it believes it may go on processing: say
-		// so, for the checker to see what the node does.
-		s.LivenessUntil = farFuture
-	}
 	return s
 }
-
-var farFuture = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // isErr is errors.Is, short.
 func isErr(err, target error) bool { return errors.Is(err, target) }

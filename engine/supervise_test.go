@@ -16,7 +16,7 @@ func supervisedNode(t *testing.T, cfg engine.Config) *script {
 	t.Helper()
 	cfg.NoCandidate = true
 	cfg.DeadAfter = time.Minute
-	s := newScript(t, cfg, 1, 0)
+	s := newScript(t, cfg, 1)
 	s.tick(0)
 	id, _ := req[engine.OpRegisterNode](s)
 	s.reply(10*ms, id, engine.RegisterReply{Reply: store(5 * ms), Incarnation: 7}, nil)
@@ -210,7 +210,7 @@ func TestSupervisionRowMoves(t *testing.T) {
 
 // No restart while the node cannot prove it is alive.
 func TestSupervisionWaitsForLiveness(t *testing.T) {
-	s := newScript(t, engine.Config{NoCandidate: true, RestartBase: 100 * ms, RestartMax: 100 * ms}, 1, 0)
+	s := newScript(t, engine.Config{NoCandidate: true, RestartBase: 100 * ms, RestartMax: 100 * ms}, 1)
 	s.tick(0)
 	id, _ := req[engine.OpRegisterNode](s)
 	s.reply(10*ms, id, engine.RegisterReply{Reply: store(5 * ms), Incarnation: 7}, nil)
@@ -229,7 +229,7 @@ var errConflict = engine.ErrConflict
 // when every eligible worker gave it back (reported failing), and assigns it again once a
 // cool-down ends.
 func TestCoordinatorCoolDown(t *testing.T) {
-	s := candidate(t, 0)
+	s := candidate(t)
 	readID, _ := req[engine.OpReadState](s)
 	nodes := []engine.NodeInfo{alive("a", 1, time.Second), alive("b", 1, time.Second)}
 	p0 := row(0, "", 0, 3, engine.Unassigned, 4)
@@ -298,7 +298,7 @@ func TestCoordinatorSteersReleases(t *testing.T) {
 			}
 			rows = append(rows, r)
 		}
-		b := planOnce(t, 0, nodes, lists, rows...)
+		b := planOnce(t, nodes, lists, rows...)
 		if b == nil || len(b.Changes) != 2 {
 			t.Fatalf("p%d given back by b: batch %+v, want two releases", given, b)
 		}
@@ -356,11 +356,11 @@ func TestCoordinatorDropsHopelessRelease(t *testing.T) {
 		r.GivenBackBy, r.GivenBackAt = "b", t0
 		rows = append(rows, r)
 	}
-	if b := planOnce(t, 0, nodes, lists, rows...); b != nil {
+	if b := planOnce(t, nodes, lists, rows...); b != nil {
 		t.Fatalf("batch %+v, want none: b gave both back", b.Changes)
 	}
 	rows[1].GivenBackBy = ""
-	if b := planOnce(t, 0, nodes, lists, rows...); b == nil || len(b.Changes) != 1 || b.Changes[0].Partition != part(1) || b.Changes[0].Target != "b" {
+	if b := planOnce(t, nodes, lists, rows...); b == nil || len(b.Changes) != 1 || b.Changes[0].Partition != part(1) || b.Changes[0].Target != "b" {
 		t.Fatalf("batch %+v, want p1 released to b", b)
 	}
 }
@@ -382,7 +382,7 @@ func TestCoordinatorSteersReleaseToAnotherOwner(t *testing.T) {
 		}
 		rows = append(rows, r)
 	}
-	b := planOnce(t, 0, nodes, lists, rows...)
+	b := planOnce(t, nodes, lists, rows...)
 	if b == nil || len(b.Changes) != 2 {
 		t.Fatalf("batch %+v, want two releases to c", b)
 	}

@@ -7,8 +7,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/helixcoord/helix/internal/flaw"
 )
 
 // worker is the worker half of a Node: register, heartbeat, follow the assignment rows
@@ -150,7 +148,7 @@ func (n *Node) workerTimers() {
 	// Self-fence: without a successful heartbeat sent after now − DeadAfter·(1−ρ) +
 	// margin, the coordinator may already have declared this incarnation dead and given
 	// its partitions away.
-	if !w.fenced && !n.now.Before(w.livenessUntil) && !n.cfg.flaws.Has(flaw.NodeNoSelfFence) {
+	if !w.fenced && !n.now.Before(w.livenessUntil) {
 		w.fenced = true
 		n.stopAll(StopSelfFenced)
 		w.known = 0 // once a heartbeat succeeds again, fetch the full list
@@ -176,7 +174,7 @@ func (n *Node) workerWake(add func(time.Time)) {
 		}
 		return
 	}
-	if !w.fenced && !n.cfg.flaws.Has(flaw.NodeNoSelfFence) {
+	if !w.fenced {
 		add(w.livenessUntil)
 	}
 	if !w.hbInFlight {

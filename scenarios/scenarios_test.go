@@ -56,6 +56,9 @@ func TestScenarios(t *testing.T) {
 		"heartbeat_refused_dead", "request_applied_after_client_deadline", "late_request_delivered",
 		"pause_between_decision_and_write", "drift_beyond_bound", "drift_within_bound", "clock_jump",
 		"graceful_shutdown_completed", "partition_deleted", "nodes_declared_dead", "store_outage_hit",
+		// The format additions of issue 12.
+		"action_store_fault", "apply_committed_then_error", "apply_deadlock_rolled_back", "pause_with_read_in_flight",
+		"node_died_for_good", "heal_moved_by_late_fault", "probe_lease_expiry", "probe_dead_after", "probe_stale_ack",
 	} {
 		if coverage[k] == 0 {
 			missing = append(missing, k)

@@ -27,8 +27,9 @@ func (s *Sim) HealAndCheck(within time.Duration) *Violation {
 	if s.viol != nil {
 		return s.viol
 	}
-	s.push(event{at: s.now, kind: evHeal})
-	s.push(event{at: s.now + int64(within), kind: evEnd})
+	s.healGen++ // supersedes any heal already queued
+	s.push(event{at: s.now, kind: evHeal, gen: s.healGen})
+	s.push(event{at: s.now + int64(within), kind: evEnd, gen: s.healGen})
 	s.RunUntil(time.Duration(s.now) + within + steadyWindow)
 	return s.viol
 }
@@ -173,6 +174,10 @@ func (s *Sim) action(a *Action) {
 			s.faultHits(nd)
 			s.band("crash", nd.id, a.For.D())
 			s.nodeDown(nd)
+			if a.Permanent {
+				nd.left = true // gone for good: no heal or restart brings it back
+				s.cover("node_died_for_good")
+			}
 			if a.For > 0 {
 				s.push(event{at: s.now + int64(a.For), kind: evStart, node: nd.idx, gen: nd.gen})
 			}
@@ -189,7 +194,7 @@ func (s *Sim) action(a *Action) {
 				continue
 			}
 			if a.Hold != "" {
-				nd.holdFor = int64(a.For)
+				nd.holdFor, nd.holdKind = int64(a.For), a.Hold
 				continue
 			}
 			s.pause(nd, a.For.D())
@@ -339,6 +344,10 @@ func (s *Sim) action(a *Action) {
 				nd.left = true
 				continue
 			}
+			// A graceful leave starts the failover clocks too: its partitions must run
+			// elsewhere within worker_within, a new coordinator lead within
+			// coordinator_within.
+			s.faultHits(nd)
 			if nd.paused {
 				nd.buffered = append(nd.buffered, input{in: engine.Shutdown{}})
 				continue
@@ -347,6 +356,16 @@ func (s *Sim) action(a *Action) {
 		}
 	case DoHealAll:
 		s.healNetwork()
+	case DoStoreFault:
+		f := &storeFault{kind: a.Fault, rate: a.Rate}
+		if f.rate == 0 {
+			f.rate = 1
+		}
+		s.storeFaults = append(s.storeFaults, f)
+		s.band("store fault", a.Fault, a.For.D())
+		s.undoAt(a.For.D(), func(s *Sim) {
+			s.storeFaults = slices.DeleteFunc(s.storeFaults, func(x *storeFault) bool { return x == f })
+		})
 	}
 }
 
@@ -419,6 +438,7 @@ func (s *Sim) resume(nd *simNode) {
 func (s *Sim) healNetwork() {
 	s.outage = 0
 	s.spikes = nil
+	s.storeFaults = nil
 	for _, nd := range s.nodes {
 		s.healNode(nd)
 	}
@@ -430,6 +450,7 @@ func (s *Sim) heal() {
 	s.healed = true
 	s.healNetwork()
 	for _, nd := range s.nodes {
+		nd.holdFor = 0 // a pause armed but not begun is a fault that no longer comes
 		if nd.drift != 0 && math.Abs(nd.drift) > nd.cfg.DriftRate {
 			c := nd.clock(s.now)
 			nd.vbase, nd.nbase, nd.drift = s.now, c, 0
@@ -545,6 +566,7 @@ func (s *Sim) drawSwarm(sw *Swarm) []Action {
 // faultHits starts the failover clocks when a fault hits a node.
 func (s *Sim) faultHits(nd *simNode) {
 	s.metrics.faultHits(s, nd)
+	s.probeDeadAfter(nd)
 }
 
 // faultEnds cancels failover clocks the fault did not need after all (a short pause or

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -17,6 +18,7 @@ type checker struct {
 	maxEpoch    uint64  // highest epoch any node believed in
 	epochHolder int32
 	storeEpoch  uint64 // highest lease epoch the store ever returned
+	issued      uint64 // highest lease epoch the store ever granted (E2)
 
 	owners map[engine.PartitionID][]int32 // nodes whose last state lists the partition
 	maxGen map[engine.PartitionID]genRec
@@ -123,7 +125,7 @@ func (s *Sim) checkNode(nd *simNode) {
 	wasLive := nd.up && nd.clock(now) < nd.prevLive
 	nd.prevLive = nd.st.LivenessUntil.Sub(T0).Nanoseconds()
 	if !nd.up {
-		nd.prevLive = 0
+		nd.prevLive = math.MinInt64
 	}
 	i, j := 0, 0
 	for i < len(prev) || j < len(cur) {
@@ -474,7 +476,7 @@ func (s *Sim) endCheck() {
 	}
 	if s.endPhase == 1 {
 		s.steadyRev = s.rowRev
-		s.push(event{at: s.now + int64(steadyWindow), kind: evEnd})
+		s.push(event{at: s.now + int64(steadyWindow), kind: evEnd, gen: s.healGen})
 		return
 	}
 	if s.rowRev != s.steadyRev {

@@ -15,9 +15,10 @@ const (
 	evHeal                     // faults stop, the core is healed
 	evEnd                      // the run ends: liveness check
 	evFail                     // a partition handler fails (failing.go)
+	evProbe                    // a boundary probe of the store (probes.go)
 )
 
-var evNames = [...]string{"", "start", "tick", "arrive", "reply", "action", "undo", "resume", "sample", "heal", "end", "fail"}
+var evNames = [...]string{"", "start", "tick", "arrive", "reply", "action", "undo", "resume", "sample", "heal", "end", "fail", "probe"}
 
 func (k evKind) String() string { return evNames[k] }
 

@@ -20,8 +20,6 @@ type Violation struct {
 	// Expected: the scenario declares this violation (expect.violation).
 	Expected bool     `json:"expected"`
 	Recent   []string `json:"recent_events"`
-	// Flaws is set by tests that switched deliberate bugs on (not replayable from the CLI).
-	Flaws string `json:"flaws,omitempty"`
 	// Ref is how the replay command names the scenario (Options.Ref).
 	Ref string `json:"-"`
 }
@@ -42,9 +40,6 @@ func (v *Violation) String() string {
 		tag = "EXPECTED VIOLATION"
 	}
 	fmt.Fprintf(&b, "%s %s in scenario %s, seed %d, event #%d at %s:\n  %s\n", tag, v.Invariant, v.Scenario, v.Seed, v.Event, fmtV(int64(v.At)), v.Message)
-	if v.Flaws != "" {
-		fmt.Fprintf(&b, "  (with deliberate flaws: %s)\n", v.Flaws)
-	}
 	fmt.Fprintf(&b, "last %d events:\n", len(v.Recent))
 	for _, l := range v.Recent {
 		fmt.Fprintf(&b, "  %s\n", l)
@@ -66,6 +61,8 @@ type Result struct {
 	Violation *Violation    `json:"violation,omitempty"`
 	// Passed: no violation, or exactly the one the scenario expects.
 	Passed bool `json:"passed"`
+	// ExpectedViolation is the invariant the scenario expects to break ("" if none).
+	ExpectedViolation string `json:"expected_violation,omitempty"`
 	// CoordinatorFailovers and WorkerFailovers are virtual durations from a fault
 	// hitting the coordinator (a worker) to a new coordinator (the partition processed
 	// again).
@@ -98,6 +95,7 @@ func (s *Sim) Result() *Result {
 		Coverage:             s.cov,
 		NodeEvents:           s.evCov,
 		Timeline:             s.tl,
+		ExpectedViolation:    s.sc.Expect.Violation,
 	}
 	if s.metrics.converged < 0 {
 		r.Converged = -1
@@ -195,7 +193,10 @@ func (m *metrics) newCoordinator(s *Sim, nd *simNode) {
 
 func (m *metrics) processed(s *Sim, nd *simNode, o engine.OwnedPartition) {
 	p, ok := m.pending[o.Partition]
-	if !ok || o.Generation <= p.gen {
+	// Processed again: by a new owner at a higher generation, or by the node the fault
+	// hit, at the same generation, after it self-fenced and a heartbeat told it that it
+	// still owns the partition (nobody declared it dead meanwhile).
+	if !ok || o.Generation < p.gen || (o.Generation == p.gen && nd.idx != p.node) {
 		return
 	}
 	delete(m.pending, o.Partition)

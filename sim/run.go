@@ -3,6 +3,7 @@ package sim
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -30,6 +31,9 @@ type Divergence struct {
 	ShuffleB   uint64
 	Identical  bool
 	EventsRunA uint64
+	// ResultA is the first run's result (with ShuffleSeed shuffleA), so a caller that
+	// wants it need not run the seed a third time.
+	ResultA *Result
 }
 
 func (d *Divergence) String() string {
@@ -45,32 +49,50 @@ func (d *Divergence) String() string {
 	return b.String()
 }
 
-// CheckDeterminism runs the seed twice with full logs and reports the first divergence.
+// CheckDeterminism runs the seed twice and reports the first divergence.
 // With shuffleA ≠ shuffleB and ForceShuffle, the runs see list replies in different
 // orders: a correct engine must still act identically (the trace hashes effects and
-// events, not reply order), which is what catches an allocator that breaks ties in input
-// order.
+// events, not reply order), which is what catches an iteration over a list in the order
+// the store happened to return it.
+//
+// The runs are compared by their traces, which cover everything a log line shows; only
+// when they differ are both run again with full logs, to show the first differing line.
 func CheckDeterminism(sc *Scenario, opt Options, shuffleA, shuffleB uint64) (*Divergence, error) {
-	run := func(sh uint64) (*Result, []string, error) {
+	run := func(sh uint64, log bool) (*Result, []string, error) {
 		var buf bytes.Buffer
 		o := opt
-		o.Log = &buf
 		o.ShuffleSeed = sh
+		if log {
+			o.Log = &buf
+		}
 		r, err := Run(sc, o)
 		if err != nil {
 			return nil, nil, err
 		}
 		return r, strings.Split(buf.String(), "\n"), nil
 	}
-	ra, la, err := run(shuffleA)
+	opt.Log = nil // each run logs into its own buffer, and only when they differ
+	ra, _, err := run(shuffleA, false)
 	if err != nil {
 		return nil, err
 	}
-	rb, lb, err := run(shuffleB)
+	rb, _, err := run(shuffleB, false)
 	if err != nil {
 		return nil, err
 	}
-	d := &Divergence{TraceA: ra.Trace, TraceB: rb.Trace, Scenario: sc.Name, Seed: opt.Seed, ShuffleA: shuffleA, ShuffleB: shuffleB, EventsRunA: ra.Events}
+	d := &Divergence{TraceA: ra.Trace, TraceB: rb.Trace, Scenario: sc.Name, Seed: opt.Seed, ShuffleA: shuffleA, ShuffleB: shuffleB, EventsRunA: ra.Events, ResultA: ra}
+	if ra.Trace == rb.Trace {
+		d.Identical = true
+		return d, nil
+	}
+	_, la, err := run(shuffleA, true)
+	if err != nil {
+		return nil, err
+	}
+	_, lb, err := run(shuffleB, true)
+	if err != nil {
+		return nil, err
+	}
 	for i := 0; i < max(len(la), len(lb)); i++ {
 		var a, b string
 		if i < len(la) {
@@ -85,12 +107,8 @@ func CheckDeterminism(sc *Scenario, opt Options, shuffleA, shuffleB uint64) (*Di
 			return d, nil
 		}
 	}
-	if ra.Trace != rb.Trace {
-		d.Event = len(la)
-		d.A, d.B = "(logs equal, traces differ)", ""
-		return d, nil
-	}
-	d.Identical = true
+	d.Event = len(la)
+	d.A, d.B = "(logs equal, traces differ)", ""
 	return d, nil
 }
 
@@ -117,6 +135,13 @@ type Summary struct {
 	Events       uint64         `json:"events"`
 	Coverage     map[string]int `json:"coverage"`
 
+	// Failures counts the failed seeds by what failed: the unexpected invariant broken,
+	// or "missing S3" for a seed that did not find the violation its scenario expects.
+	Failures map[string]int `json:"failures,omitempty"`
+	// Diverged counts the seeds whose determinism check found two different runs.
+	Diverged      int      `json:"diverged"`
+	DivergedSeeds []uint64 `json:"diverged_seeds,omitempty"`
+
 	coord, worker []time.Duration // every failover so far, sorted
 }
 
@@ -137,6 +162,14 @@ func (s *Summary) Add(r *Result) {
 	if !r.Passed {
 		s.Failed++
 		s.FailedSeeds = append(s.FailedSeeds, r.Seed)
+		if s.Failures == nil {
+			s.Failures = map[string]int{}
+		}
+		if r.Violation != nil {
+			s.Failures[r.Violation.Invariant]++
+		} else {
+			s.Failures["missing "+r.ExpectedViolation]++
+		}
 		if s.FirstFailure == nil && r.Violation != nil {
 			s.FirstFailure = r.Violation
 		}
@@ -151,6 +184,46 @@ func (s *Summary) Add(r *Result) {
 	}
 	s.CoordP50, s.CoordP99, s.CoordMax = nearestRank(s.coord, 50), nearestRank(s.coord, 99), nearestRank(s.coord, 100)
 	s.WorkerP50, s.WorkerP99, s.WorkerMax = nearestRank(s.worker, 50), nearestRank(s.worker, 99), nearestRank(s.worker, 100)
+}
+
+// AddDivergence folds one determinism check in.
+func (s *Summary) AddDivergence(d *Divergence) {
+	if d.Identical {
+		return
+	}
+	s.Diverged++
+	s.DivergedSeeds = append(s.DivergedSeeds, d.Seed)
+}
+
+// OK reports whether every seed passed and every determinism check found identical runs.
+func (s *Summary) OK() bool { return s.Failed == 0 && s.Diverged == 0 }
+
+// Status says in a few words what failed, or "ok": each kind of failure with its count,
+// then the first failing seeds.
+func (s *Summary) Status() string {
+	if s.OK() {
+		return "ok"
+	}
+	var parts []string
+	if s.Failed > 0 {
+		var kinds []string
+		for _, k := range slices.Sorted(maps.Keys(s.Failures)) {
+			kinds = append(kinds, fmt.Sprintf("%s×%d", k, s.Failures[k]))
+		}
+		parts = append(parts, fmt.Sprintf("FAIL %s seeds %s", strings.Join(kinds, ","), seedList(s.FailedSeeds)))
+	}
+	if s.Diverged > 0 {
+		parts = append(parts, fmt.Sprintf("NONDETERMINISTIC×%d seeds %s", s.Diverged, seedList(s.DivergedSeeds)))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// seedList shows the first five seeds of a list and how many there are.
+func seedList(seeds []uint64) string {
+	if len(seeds) <= 5 {
+		return fmt.Sprint(seeds)
+	}
+	return fmt.Sprintf("%v…(%d)", seeds[:5], len(seeds))
 }
 
 // mergeSorted returns the sorted slice with ds added, still sorted: linear in the

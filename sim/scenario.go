@@ -173,6 +173,16 @@ type Action struct {
 	// after the node's next Apply is emitted, and that Apply stays in the process until
 	// the pause ends (a GC pause between deciding to write and writing).
 	Hold string `json:"hold,omitempty"`
+	// Permanent (crash): the node dies for good: neither the heal nor a restart brings it
+	// back, and liveness is checked over the nodes that remain.
+	Permanent bool `json:"permanent,omitempty"`
+	// Fault (store_fault): what the store does to each Apply while it lasts (with
+	// probability Rate, default 1): "commit_then_error" commits the batch, then the
+	// client gets an error instead of the reply (the connection died after COMMIT);
+	// "deadlock" hits a deadlock part-way through the batch: the transaction is rolled
+	// back whole and the client gets a retryable error.
+	Fault string  `json:"fault,omitempty"`
+	Rate  float64 `json:"rate,omitempty"`
 	// Repeat and Every repeat the action (a flapping node): Repeat more times, Every apart.
 	Repeat int      `json:"repeat,omitempty"`
 	Every  Duration `json:"every,omitempty"`
@@ -220,11 +230,21 @@ const (
 	// have been lost. Whoever held it is told by its next store call (ErrFenced or
 	// ErrLeaseLost) and must step down; until then S1 gives it grace.
 	DoLeaseReset = "lease_reset"
+	// DoStoreFault makes the store fail Applies mid-transaction for For (see Fault).
+	DoStoreFault = "store_fault"
+)
+
+// Store faults (Action.Fault) and pause holds (Action.Hold).
+const (
+	FaultCommitThenError = "commit_then_error"
+	FaultDeadlock        = "deadlock"
+	HoldApply            = "apply"
+	HoldRead             = "read"
 )
 
 var actionKinds = []string{DoCrash, DoRestart, DoPause, DoPartition, DoHeal, DoClock, DoStoreOutage,
 	DoLatency, DoLoss, DoPutTaskList, DoDelTaskList, DoDrain, DoUndrain, DoJoin, DoLeave, DoHealAll, DoLeaseReset,
-	DoAdminDrain, DoAdminUndrain}
+	DoAdminDrain, DoAdminUndrain, DoStoreFault}
 
 // needTarget are the actions that act on nodes and so need a target.
 var needTarget = map[string]bool{DoCrash: true, DoRestart: true, DoPause: true, DoPartition: true, DoHeal: true,
@@ -277,7 +297,7 @@ type Expect struct {
 }
 
 // Invariants the checker knows.
-var Invariants = []string{"S1", "S2", "S3", "S4", "L1", "L2", "L3", "L4", "B1", "B2", "D1", "M1"}
+var Invariants = []string{"S1", "S2", "S3", "S4", "E1", "E2", "A1", "L1", "L2", "L3", "L4", "B1", "B2", "D1", "M1"}
 
 func verr(field, rule string) error { return engine.Invalid("scenario."+field, "", rule) }
 
@@ -424,13 +444,29 @@ func validateAction(f string, a Action, dur time.Duration) error {
 	if needTarget[a.Do] && a.Target == "" {
 		return verr(f+".target", "is required for "+a.Do)
 	}
-	if a.Hold != "" && (a.Do != DoPause || a.Hold != "apply") {
-		return verr(f+".hold", `must be "apply", and only for pause`)
+	if a.Hold != "" && (a.Do != DoPause || (a.Hold != HoldApply && a.Hold != HoldRead)) {
+		return verr(f+".hold", `must be "apply" or "read", and only for pause`)
+	}
+	if a.Permanent && (a.Do != DoCrash || a.For != 0) {
+		return verr(f+".permanent", "only for crash, and not with for")
+	}
+	if (a.Fault != "" || a.Rate != 0) && a.Do != DoStoreFault {
+		return verr(f+".fault", "fault and rate only apply to store_fault")
 	}
 	if a.Buffer && a.Do != DoPartition {
 		return verr(f+".buffer", "only applies to partition")
 	}
 	switch a.Do {
+	case DoStoreFault:
+		if a.Fault != FaultCommitThenError && a.Fault != FaultDeadlock {
+			return verr(f+".fault", `must be "commit_then_error" or "deadlock"`)
+		}
+		if a.Rate < 0 || a.Rate > 1 {
+			return verr(f+".rate", "must be in [0, 1] (0 means 1)")
+		}
+		if a.For <= 0 {
+			return verr(f+".for", "must be > 0 for store_fault")
+		}
 	case DoPause, DoStoreOutage:
 		if a.For <= 0 {
 			return verr(f+".for", "must be > 0 for "+a.Do)
@@ -489,7 +525,7 @@ func (a Action) end() time.Duration {
 // heal time defaults to the end of the last fault.
 func (a Action) isFault() bool {
 	switch a.Do {
-	case DoCrash, DoPause, DoPartition, DoClock, DoStoreOutage, DoLatency, DoLoss:
+	case DoCrash, DoPause, DoPartition, DoClock, DoStoreOutage, DoLatency, DoLoss, DoStoreFault:
 		return true
 	}
 	return false

@@ -14,7 +14,6 @@ import (
 
 	"github.com/helixcoord/helix/engine"
 	"github.com/helixcoord/helix/engine/memstore"
-	"github.com/helixcoord/helix/internal/flaw"
 )
 
 // T0 is virtual time zero: the store's clock reads T0 when a run starts. A fixed instant,
@@ -33,8 +32,6 @@ type Options struct {
 	// correct engine, two shuffle seeds give the same trace.
 	ShuffleSeed  uint64
 	ForceShuffle bool
-	// NodeFlaws and StoreFlaws switch on deliberate bugs (teeth tests only).
-	NodeFlaws, StoreFlaws flaw.Set
 	// RecentEvents is how many events a violation report shows (default 30).
 	RecentEvents int
 	// Ref is how the replay command names the scenario (a file path for scenarios not
@@ -83,6 +80,7 @@ type simNode struct {
 	buffer    bool       // the partition holds messages instead of dropping them
 	held      []*request // requests held by a buffering partition or a hold-pause
 	holdFor   int64      // >0: a pause armed to start after the next Apply, this long
+	holdKind  string     // HoldApply or HoldRead: which request starts the armed pause
 	prevLive  int64      // LivenessUntil (node ns) as of the last check
 	wasCoord  bool       // believed it led as of the last check
 
@@ -217,6 +215,13 @@ type Sim struct {
 	steadyRev   uint64
 	deadInc     map[string]uint64 // highest dead incarnation per node id
 	revokedUpTo uint64            // operator lease resets revoked every epoch up to this
+
+	// healDefault: the heal time was derived from the faults (no expect.heal_at), so a
+	// fault that turns out to last longer moves it; healGen tags the heal and end
+	// events of the current heal time (a move supersedes the queued ones).
+	healDefault bool
+	healGen     uint32
+	storeFaults []*storeFault // store_fault actions in force
 }
 
 // newRand is one component's PRNG: the run's seed, split by a per-component stream id.
@@ -251,9 +256,6 @@ func New(sc *Scenario, opt Options) (*Sim, error) {
 	s.ring = newRing(n)
 	s.check.init()
 	s.store = memstore.New(func() time.Time { return T0.Add(time.Duration(s.now)) })
-	if opt.StoreFlaws != 0 {
-		flaw.SetStoreFlaws(s.store, opt.StoreFlaws)
-	}
 	for _, t := range sc.TaskLists {
 		if _, err := s.store.PutTaskList(s.ctx, t.TaskList()); err != nil {
 			return nil, fmt.Errorf("scenario.tasklists: %w", err)
@@ -293,10 +295,7 @@ func New(sc *Scenario, opt Options) (*Sim, error) {
 		heal = sc.Expect.HealAt.D()
 	}
 	s.healAt = int64(heal)
-	s.end = int64(sc.Duration)
-	if !sc.Expect.NoLiveness {
-		s.end = max(s.end, s.healAt+int64(s.convergeWithin())+int64(steadyWindow))
-	}
+	s.end = s.endFor(s.healAt)
 	for i := range acts {
 		a := acts[i]
 		if int64(a.At) > s.end {
@@ -308,11 +307,38 @@ func New(sc *Scenario, opt Options) (*Sim, error) {
 		s.push(event{at: s.healAt, kind: evHeal})
 		s.push(event{at: s.end - int64(steadyWindow), kind: evEnd})
 	}
+	s.healDefault = sc.Expect.HealAt == nil
 	if opt.Timeline {
 		s.tl = &Timeline{Scenario: sc.Name, Seed: opt.Seed}
 	}
 	s.push(event{at: 0, kind: evSample})
 	return s, nil
+}
+
+// endFor is the run's end when the heal is at healAt: the scenario's duration, extended
+// to leave the liveness phase its bound and the steady window.
+func (s *Sim) endFor(healAt int64) int64 {
+	end := int64(s.sc.Duration)
+	if !s.sc.Expect.NoLiveness {
+		end = max(end, healAt+int64(s.convergeWithin())+int64(steadyWindow))
+	}
+	return end
+}
+
+// healNoEarlierThan moves a default heal time later when a fault turns out to last past
+// it: a pause armed with hold starts at the node's next Apply, later than its nominal
+// time, so its real end is known only when it starts. The heal and end events already
+// queued are superseded (events carry the heal generation they belong to).
+func (s *Sim) healNoEarlierThan(t int64) {
+	if !s.healDefault || s.healed || s.sc.Expect.NoLiveness || t <= s.healAt {
+		return
+	}
+	s.healAt = t
+	s.end = max(s.end, s.endFor(t))
+	s.healGen++
+	s.cover("heal_moved_by_late_fault")
+	s.push(event{at: s.healAt, kind: evHeal, gen: s.healGen})
+	s.push(event{at: s.endFor(t) - int64(steadyWindow), kind: evEnd, gen: s.healGen})
 }
 
 // steadyWindow is how long the cluster must stay unchanged at the end for L4.
@@ -349,9 +375,8 @@ func (s *Sim) addNode(g NodeGroup, start time.Duration) *simNode {
 		pending: map[uint64]*request{},
 		drift:   g.Drift,
 		nbase:   int64(g.ClockOffset),
-	}
-	if s.opt.NodeFlaws != 0 {
-		nd.cfg = flaw.SetNodeFlaws(nd.cfg, s.opt.NodeFlaws).(engine.Config)
+		// A clock may start behind the store's (a negative offset): no floor at zero.
+		lastNow: math.MinInt64,
 	}
 	s.nodes = append(s.nodes, nd)
 	s.byID[id] = nd.idx
@@ -370,7 +395,13 @@ func (s *Sim) Violation() *Violation { return s.viol }
 
 // Run runs to the end (or the first violation) and returns the result.
 func (s *Sim) Run() *Result {
-	s.RunUntil(time.Duration(s.end))
+	for {
+		end := s.end
+		s.RunUntil(time.Duration(end))
+		if s.viol != nil || s.end == end { // the end may move while running (healNoEarlierThan)
+			break
+		}
+	}
 	return s.Result()
 }
 
@@ -409,6 +440,7 @@ func (s *Sim) begin(e event, what string) {
 }
 
 func (s *Sim) finish() {
+	s.hash.rec(&s.cur)
 	s.ring.add(s.cur)
 	if s.opt.Log != nil {
 		fmt.Fprintln(s.opt.Log, s.cur.String())
@@ -470,10 +502,18 @@ func (s *Sim) dispatch(e event) {
 			s.push(event{at: s.now + int64(time.Second), kind: evSample})
 		}
 	case evHeal:
+		if e.gen != s.healGen {
+			return // superseded by a later heal time
+		}
 		s.begin(e, "heal: faults stop, the core is healed")
 		s.heal()
 		s.finish()
+	case evProbe:
+		s.probe(e)
 	case evEnd:
+		if e.gen != s.healGen {
+			return
+		}
 		s.begin(e, "liveness check")
 		s.endCheck()
 		s.finish()
@@ -544,19 +584,37 @@ func (s *Sim) step(nd *simNode, in engine.Input, mode int) {
 	s.steps++
 	effs := nd.n.Step(s.nodeTime(nd), in)
 	if s.opt.Log != nil {
-		s.cur.what += describeEffects(effs, nd.toVirtual)
+		s.cur.effs += describeEffects(effs, nd.toVirtual)
 	}
 	for _, e := range effs {
 		s.hash.effect(e)
 		switch e := e.(type) {
 		case engine.StoreRequest:
-			if _, ok := e.Op.(engine.OpApply); ok && nd.holdFor > 0 && !nd.paused {
-				// The armed pause starts now: the Apply stays in the process.
-				s.cover("pause_between_decision_and_write")
-				nd.held = append(nd.held, s.newRequest(nd, e))
-				s.pause(nd, time.Duration(nd.holdFor))
-				nd.holdFor = 0
-				continue
+			apply, isApply := e.Op.(engine.OpApply)
+			if isApply {
+				s.checkApplyInWindow(nd, apply)
+			}
+			if nd.holdFor > 0 && !nd.paused {
+				_, isRead := e.Op.(engine.OpReadState)
+				switch {
+				case isApply && nd.holdKind == HoldApply:
+					// The armed pause starts now: the Apply stays in the process.
+					s.cover("pause_between_decision_and_write")
+					nd.held = append(nd.held, s.newRequest(nd, e))
+					s.pause(nd, time.Duration(nd.holdFor))
+					s.healNoEarlierThan(s.now + nd.holdFor)
+					nd.holdFor = 0
+					continue
+				case isRead && nd.holdKind == HoldRead:
+					// The read goes out; the pause starts with it in flight, so its
+					// reply waits for the node to resume.
+					s.cover("pause_with_read_in_flight")
+					s.send(nd, e)
+					s.pause(nd, time.Duration(nd.holdFor))
+					s.healNoEarlierThan(s.now + nd.holdFor)
+					nd.holdFor = 0
+					continue
+				}
 			}
 			s.send(nd, e)
 		case engine.WakeAt:
@@ -824,11 +882,32 @@ func (s *Sim) execute(req *request) (any, error) {
 	switch op := req.op.(type) {
 	case engine.OpApply:
 		lr, lerr := s.store.ReadLease(s.ctx, op.Batch.Fence.Key)
-		fenceOK := lerr == nil && lr.Lease.Epoch == op.Batch.Fence.Epoch && lr.Lease.HeldAt(lr.Now)
+		// The checker judges the fence itself rather than through engine helpers, so a
+		// bug planted in those cannot blind it.
+		fenceOK := lerr == nil && lr.Lease.Epoch == op.Batch.Fence.Epoch && lr.Lease.Status == engine.LeaseActive && lr.Now.Before(lr.Lease.ExpiresAt)
+		var before []engine.NodeInfo
 		if fenceOK { // a fenced batch is refused whole: nothing in it to check
 			s.check.beforeApply(s, req, op.Batch)
+			if len(op.Batch.Dead) > 0 {
+				if r, err := s.store.ListNodes(s.ctx); err == nil {
+					before = r.Nodes
+				}
+			}
+		}
+		if f := s.storeFault(); f == FaultDeadlock {
+			// A deadlock part-way through the batch: the transaction is rolled back
+			// whole, and the client is told to retry.
+			s.cover("apply_deadlock_rolled_back")
+			s.check.atomic(s, op.Batch, before)
+			return nil, errDeadlock
 		}
 		v, err := op.Do(s.ctx, s.store)
+		if err != nil {
+			s.check.atomic(s, op.Batch, before)
+		}
+		if err == nil && len(before) > 0 {
+			s.check.declaredDead(s, op.Batch, before)
+		}
 		if err == nil {
 			if !fenceOK {
 				s.fail("S2", fmt.Sprintf("store accepted a write from %s fenced with epoch %d while the lease %q is at epoch %d held by %q until %s (store now %s)",
@@ -837,6 +916,13 @@ func (s *Sim) execute(req *request) (any, error) {
 			}
 			s.check.afterApply(s, op.Batch)
 			s.syncRows()
+			s.probeStaleAcks(op.Batch)
+			if s.storeFault() == FaultCommitThenError {
+				// Committed, but the connection died before the reply: the client gets an
+				// error although every change of the batch is in.
+				s.cover("apply_committed_then_error")
+				return nil, errAfterCommit
+			}
 		} else if errors.Is(err, engine.ErrFenced) {
 			s.cover("fenced_write_rejected")
 		} else if errors.Is(err, engine.ErrConflict) {
@@ -844,22 +930,31 @@ func (s *Sim) execute(req *request) (any, error) {
 		}
 		return v, err
 	case engine.OpAckRelease:
+		row, had := s.rows[op.Ack.Partition]
 		v, err := op.Do(s.ctx, s.store)
 		if err == nil {
+			a := op.Ack
+			if !had || row.State != engine.Releasing || row.Owner != a.Node || row.Incarnation != a.Incarnation || row.Generation != a.Generation {
+				s.fail("S3", fmt.Sprintf("the store accepted %s/%d's acknowledgement of %s at generation %d while the row is %s by %s/%d at generation %d: only the owner of the generation being released may acknowledge it",
+					a.Node, a.Incarnation, a.Partition, a.Generation, row.State, row.Owner, row.Incarnation, row.Generation))
+			}
 			s.syncRows()
 		} else if errors.Is(err, engine.ErrNodeDead) {
 			s.cover("release_ack_after_death")
 		}
 		return v, err
 	case engine.OpAcquireLease, engine.OpRenewLease, engine.OpReleaseLease:
-		var before engine.LeaseReply
-		var berr error
-		renew, isRenew := op.(engine.OpRenewLease)
-		if isRenew {
-			before, berr = s.store.ReadLease(s.ctx, renew.Key)
-		}
+		_, isRenew := op.(engine.OpRenewLease)
+		before, berr := s.store.ReadLease(s.ctx, s.nodes[req.node].cfg.LeaseKey)
+		held := berr == nil && before.Lease.Status == engine.LeaseActive && before.Now.Before(before.Lease.ExpiresAt)
 		v, err := op.Do(s.ctx, s.store)
-		if isRenew && err == nil && berr == nil && !before.Lease.HeldAt(before.Now) {
+		if lr, ok := v.(engine.LeaseReply); ok && err == nil {
+			s.check.epochRules(s, op, before.Lease, berr == nil, held, lr.Lease)
+			if lr.Lease.Status == engine.LeaseActive {
+				s.probeLeaseAt(lr.Lease.ExpiresAt)
+			}
+		}
+		if isRenew && err == nil && berr == nil && !held {
 			// A tenure that expired must stay over: from its expiry on, any node may
 			// have taken the lease as free (and acted on it); reviving the old epoch
 			// lets two tenures overlap.
@@ -971,6 +1066,7 @@ func (s *Sim) maybeShuffle(v any) any {
 		return r
 	case engine.HeartbeatReply:
 		r.Assignments = shuffled(s.shuffle, r.Assignments)
+		r.Incoming = shuffled(s.shuffle, r.Incoming)
 		return r
 	}
 	return v
@@ -1010,9 +1106,6 @@ func (s *Sim) fail(inv, msg string) {
 	}
 	s.viol.Expected = s.sc.Expect.Violation == inv
 	s.viol.Ref = s.opt.Ref
-	if f := s.opt.NodeFlaws | s.opt.StoreFlaws; f != 0 {
-		s.viol.Flaws = fmt.Sprintf("node %#x, store %#x (internal/flaw)", uint64(s.opt.NodeFlaws), uint64(s.opt.StoreFlaws))
-	}
 	if s.tl != nil {
 		s.tl.Violations = append(s.tl.Violations, Mark{At: time.Duration(s.now), Invariant: inv, Message: msg})
 	}

@@ -21,7 +21,7 @@ import (
 
 // small is a 5-node scenario with one fault of each common kind, for the tests here.
 func small() *Scenario {
-	sc := teethBase("small", 70)
+	sc := base("small", 70)
 	sc.Expect = Expect{ConvergeWithin: sec(30), CoordinatorWithin: sec(8)}
 	sc.Timeline = []Action{
 		{At: sec(10), Do: DoCrash, Target: "coordinator", For: sec(8)},
@@ -114,7 +114,7 @@ func TestCheckDeterminism(t *testing.T) {
 }
 
 func TestViolationReport(t *testing.T) {
-	sc := teethBase("report", 40)
+	sc := base("report", 40)
 	sc.Timeline = []Action{{At: sec(10), Do: DoPartition, Target: "worker", For: sec(10)}}
 	sc.Expect = Expect{NoLiveness: true, Violation: "S3"}
 	// A clock running at half speed on every node makes the cut-off worker keep
@@ -155,7 +155,7 @@ func TestScenarioValidation(t *testing.T) {
 		func(s *Scenario) { s.Expect.Violation = "S7" },
 	}
 	for i, f := range bad {
-		sc := teethBase("v", 10)
+		sc := base("v", 10)
 		f(sc)
 		err := sc.Validate()
 		if err == nil || !errors.Is(err, engine.ErrInvalid) {
@@ -218,7 +218,7 @@ func TestTimelineHTML(t *testing.T) {
 }
 
 func TestSwarmDrawsPerSeed(t *testing.T) {
-	sc := teethBase("swarm", 60)
+	sc := base("swarm", 60)
 	sc.Swarm = &Swarm{Until: sec(40)}
 	sc.Expect = Expect{ConvergeWithin: sec(40)}
 	kinds := map[string]bool{}
@@ -244,7 +244,7 @@ func TestSwarmDrawsPerSeed(t *testing.T) {
 // TestSwarmWithoutTaskLists: a swarm over a cluster that starts with no task list draws
 // put_tasklist faults that create one (it used to index the empty list and panic).
 func TestSwarmWithoutTaskLists(t *testing.T) {
-	sc := teethBase("swarm-empty", 30)
+	sc := base("swarm-empty", 30)
 	sc.TaskLists = nil
 	sc.Swarm = &Swarm{Until: sec(20), Kinds: []string{DoPutTaskList}, MinInterval: sec(1), MaxInterval: sec(2)}
 	drawn := 0

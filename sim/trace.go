@@ -71,6 +71,9 @@ func (h *hasher) effect(e engine.Effect) {
 		h.u64(6)
 		h.str(e.Kind)
 		h.u64(e.Epoch)
+		h.str(e.Node)
+		h.part(e.Partition)
+		h.str(e.Detail)
 	}
 }
 
@@ -118,7 +121,19 @@ type rec struct {
 	id   uint64 // request id
 	res  string // store result ("ok" or the error class)
 	note string // what happened to the message (dropped, lost, buffered)
-	what string // anything else (actions; effects when logging)
+	what string // anything else (actions, notes, a violation's tag)
+	effs string // the step's effects, described only when logging (the hash has them)
+}
+
+// hashRec feeds what an event's line shows, beyond its time, kind and node (hashed when
+// it began) and its effects (hashed as they happen), into the trace: two runs whose
+// lines differ anywhere then have different traces.
+func (h *hasher) rec(r *rec) {
+	h.str(r.op)
+	h.u64(r.id)
+	h.str(r.res)
+	h.str(r.note)
+	h.str(r.what)
 }
 
 func (r rec) String() string {
@@ -142,6 +157,7 @@ func (r rec) String() string {
 		}
 		b.WriteString(r.what)
 	}
+	b.WriteString(r.effs)
 	return fmt.Sprintf("#%-7d %10s  %-8s %-6s %s", r.seq, fmtV(r.at), r.kind, n, b.String())
 }
 

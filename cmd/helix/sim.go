@@ -218,6 +218,7 @@ func simRun(ctx context.Context, e *env, args []string) int {
 				return 1
 			}
 			opt := sim.Options{Seed: sd, Timeline: *timeline != "", Ref: ref}
+			var r *sim.Result
 			if *checkDet {
 				opt.ForceShuffle = *shuffle
 				b := uint64(0)
@@ -229,21 +230,27 @@ func simRun(ctx context.Context, e *env, args []string) int {
 					fmt.Fprintf(e.stderr, "helix sim run: %v\n", err)
 					return 1
 				}
+				sum.AddDivergence(d)
 				if !d.Identical {
 					failed = true
 					fmt.Fprintln(e.stdout, d.String())
 				} else if len(seedList)*len(scs) <= 10 {
 					fmt.Fprintln(e.stdout, d.String())
 				}
+				if logW == nil {
+					r = d.ResultA // the first run of the check had the same options
+				}
 			}
-			if logW != nil {
-				fmt.Fprintf(logW, "== %s seed %d\n", sc.Name, sd)
-				opt.Log = logW
-			}
-			r, err := sim.Run(sc, opt)
-			if err != nil {
-				fmt.Fprintf(e.stderr, "helix sim run: %v\n", err)
-				return 1
+			if r == nil {
+				if logW != nil {
+					fmt.Fprintf(logW, "== %s seed %d\n", sc.Name, sd)
+					opt.Log = logW
+				}
+				var err error
+				if r, err = sim.Run(sc, opt); err != nil {
+					fmt.Fprintf(e.stderr, "helix sim run: %v\n", err)
+					return 1
+				}
 			}
 			sum.Add(r)
 			if tlResult == nil || (!r.Passed && tlResult.Passed) {
@@ -275,7 +282,7 @@ func simRun(ctx context.Context, e *env, args []string) int {
 			}
 		}
 		sum.SetWall(time.Since(scStart))
-		if sum.Failed > 0 {
+		if !sum.OK() {
 			failed = true
 		}
 		sums = append(sums, sum)
@@ -337,22 +344,12 @@ func printSummaries(w io.Writer, sums []*sim.Summary) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "scenario\tseeds\tviolations\texpected\tcoord failover p50/p99/max\tworker failover p50/p99/max\tmoved\tsim-s/wall-s\tresult")
 	for _, s := range sums {
-		res := "ok"
-		if s.Failed > 0 {
-			res = fmt.Sprintf("FAIL seeds %v", truncSeeds(s.FailedSeeds))
-		}
+		res := s.Status()
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s/%s/%s\t%s/%s/%s\t%d\t%.0f\t%s\n", s.Scenario, s.Seeds, s.Violations, s.Expected,
 			fmtDur(s.CoordP50), fmtDur(s.CoordP99), fmtDur(s.CoordMax), fmtDur(s.WorkerP50), fmtDur(s.WorkerP99), fmtDur(s.WorkerMax),
 			s.Moves, s.Speed, res)
 	}
 	tw.Flush()
-}
-
-func truncSeeds(s []uint64) string {
-	if len(s) <= 5 {
-		return fmt.Sprint(s)
-	}
-	return fmt.Sprintf("%v…(%d)", s[:5], len(s))
 }
 
 // isTerminal reports whether w is a character device (a terminal), where a progress line

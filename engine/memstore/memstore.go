@@ -13,9 +13,6 @@
 // database cannot give cheaply: Snapshot (a consistent copy of every table) and Stats (how
 // many successful writes each operation made, so a test can assert that a steady-state
 // cluster writes nothing but heartbeats and lease renewals).
-//
-// Deliberate bugs (internal/flaw) can be switched on by tests only, through
-// flaw.SetStoreFlaws; each is one condition beside the check it disables.
 package memstore
 
 import (
@@ -27,24 +24,12 @@ import (
 	"time"
 
 	"github.com/helixcoord/helix/engine"
-	"github.com/helixcoord/helix/internal/flaw"
 )
-
-func init() {
-	flaw.SetStoreFlaws = func(store any, s flaw.Set) {
-		st := store.(*Store)
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		st.flaws = s
-	}
-}
 
 // Store is an in-memory engine.Store. The zero value is not usable; call New.
 type Store struct {
 	mu  sync.Mutex
 	now func() time.Time
-
-	flaws flaw.Set
 
 	leases    map[string]*engine.Lease
 	nodes     map[string]*node
@@ -170,7 +155,7 @@ func (s *Store) RenewLease(ctx context.Context, key, owner string, epoch uint64,
 		return engine.LeaseReply{}, errf(engine.ErrLeaseLost, "renew lease %q by %q at epoch %d", key, owner, epoch)
 	}
 	expired := !now.Before(l.ExpiresAt)
-	if expired && !s.flaws.Has(flaw.StoreRenewAfterExpiry) {
+	if expired {
 		return engine.LeaseReply{}, errf(engine.ErrLeaseLost, "renew lease %q by %q at epoch %d: expired %v ago", key, owner, epoch, now.Sub(l.ExpiresAt))
 	}
 	l.ExpiresAt = now.Add(ttl)
@@ -303,13 +288,12 @@ func (s *Store) Heartbeat(ctx context.Context, id string, incarnation uint64, kn
 	if n.info.Incarnation != incarnation {
 		return engine.HeartbeatReply{}, errf(engine.ErrNodeDead, "heartbeat %s/%d: replaced by incarnation %d", id, incarnation, n.info.Incarnation)
 	}
-	if n.info.Status == engine.NodeDead && !s.flaws.Has(flaw.StoreAcceptOldIncarnation) {
+	if n.info.Status == engine.NodeDead {
 		return engine.HeartbeatReply{}, errf(engine.ErrNodeDead, "heartbeat %s/%d: declared dead", id, incarnation)
 	}
 	if n.info.ReplaceBy.Process != "" {
 		return engine.HeartbeatReply{}, errf(engine.ErrNodeDead, "heartbeat %s/%d: being replaced by process %s", id, incarnation, n.info.ReplaceBy.Process)
 	}
-	n.info.Status = engine.NodeAlive // a no-op except under StoreAcceptOldIncarnation
 	n.info.LastHeartbeat = now
 	s.writes["heartbeat"]++
 	r := engine.HeartbeatReply{Reply: engine.Reply{Now: now}, AssignRevision: n.assignRev}
@@ -587,13 +571,13 @@ func (s *Store) Apply(ctx context.Context, b engine.Batch) (engine.ApplyReply, e
 	// Who holds it does not matter: the epoch alone identifies the tenure.
 	l := s.leases[b.Fence.Key]
 	fenced := l == nil || l.Status != engine.LeaseActive || l.Epoch != b.Fence.Epoch || !now.Before(l.ExpiresAt)
-	if fenced && !s.flaws.Has(flaw.StoreNoEpochCheck) {
+	if fenced {
 		return engine.ApplyReply{}, errf(engine.ErrFenced, "apply fenced by %s@%d", b.Fence.Key, b.Fence.Epoch)
 	}
 	// A row written by a later tenure must not be overwritten by an earlier one, even if
 	// the lease table was reset (failover to a replica that lost the last grants).
 	for _, c := range b.Changes {
-		if r := s.rows[c.Partition]; r != nil && r.Epoch > b.Fence.Epoch && !s.flaws.Has(flaw.StoreNoEpochCheck) {
+		if r := s.rows[c.Partition]; r != nil && r.Epoch > b.Fence.Epoch {
 			return engine.ApplyReply{}, errf(engine.ErrFenced, "apply at epoch %d: %s was written at epoch %d", b.Fence.Epoch, c.Partition, r.Epoch)
 		}
 	}
@@ -628,8 +612,7 @@ func (s *Store) Apply(ctx context.Context, b engine.Batch) (engine.ApplyReply, e
 		n.Epoch = b.Fence.Epoch
 		switch c.Kind {
 		case engine.ChangeAssign:
-			handoffSkipped := r.State == engine.Releasing && s.flaws.Has(flaw.StoreAssignWhileReleasing)
-			if !(r.State == engine.Unassigned || ((r.State == engine.Assigned || r.State == engine.Releasing) && !ownerLive) || handoffSkipped) {
+			if !(r.State == engine.Unassigned || ((r.State == engine.Assigned || r.State == engine.Releasing) && !ownerLive)) {
 				return engine.ApplyReply{}, errf(engine.ErrConflict, "assign %s: row is %s by %s/%d", c.Partition, r.State, r.Owner, r.Incarnation)
 			}
 			if !s.configured(c.Partition) {

@@ -12,7 +12,6 @@ import (
 	"github.com/helixcoord/helix/engine"
 	"github.com/helixcoord/helix/engine/memstore"
 	"github.com/helixcoord/helix/engine/storetest"
-	"github.com/helixcoord/helix/internal/flaw"
 )
 
 // start is an arbitrary store time; the suite never compares it with the wall clock.
@@ -67,54 +66,32 @@ func cluster(t *testing.T) (*memstore.Store, *storetest.ManualClock, engine.Leas
 	return s, c, l, inc
 }
 
-// Each flaw turns one correct refusal into an acceptance, and only with the flaw on.
-func TestFlaws(t *testing.T) {
-	t.Run("StoreNoEpochCheck", func(t *testing.T) {
+// The refusals the simulator's safety rests on (the mutation harness, mutants/, turns
+// each into an acceptance and checks that the suite notices).
+func TestSafetyRefusals(t *testing.T) {
+	t.Run("expired epoch fenced", func(t *testing.T) {
 		s, c, l, _ := cluster(t)
-		c.Advance(2 * time.Second) // the lease has expired
+		c.Advance(time.Second) // the lease expires at exactly this instant
 		b := engine.Batch{Fence: engine.Fence{Key: "coord", Epoch: l.Epoch}}
 		if _, err := s.Apply(ctx, b); !errors.Is(err, engine.ErrFenced) {
-			t.Fatalf("without the flaw: %v, want ErrFenced", err)
-		}
-		flaw.SetStoreFlaws(s, flaw.StoreNoEpochCheck)
-		if _, err := s.Apply(ctx, b); err != nil {
-			t.Fatalf("with the flaw an expired epoch must get through: %v", err)
+			t.Fatalf("apply at the lease's expiry: %v, want ErrFenced", err)
 		}
 	})
-	t.Run("StoreAcceptOldIncarnation", func(t *testing.T) {
+	t.Run("dead incarnation's heartbeat refused", func(t *testing.T) {
 		s, _, _, inc := cluster(t)
 		must(s.DeregisterNode(ctx, "A", inc))
 		if _, err := s.Heartbeat(ctx, "A", inc, 0); !errors.Is(err, engine.ErrNodeDead) {
-			t.Fatalf("without the flaw: %v, want ErrNodeDead", err)
+			t.Fatalf("heartbeat of a deregistered incarnation: %v, want ErrNodeDead", err)
 		}
-		flaw.SetStoreFlaws(s, flaw.StoreAcceptOldIncarnation)
-		hb := must(s.Heartbeat(ctx, "A", inc, 0))
-		if len(hb.Assignments) != 1 {
-			t.Fatalf("revived node's assignments: %+v", hb.Assignments)
-		}
-		if n := s.Snapshot().Nodes[0]; n.Status != engine.NodeAlive {
-			t.Fatalf("the flaw must revive the dead incarnation: %+v", n)
+		if n := s.Snapshot().Nodes[0]; n.Status != engine.NodeDead {
+			t.Fatalf("the refused heartbeat revived the incarnation: %+v", n)
 		}
 	})
-	t.Run("StoreRenewAfterExpiry", func(t *testing.T) {
+	t.Run("expired lease not renewed", func(t *testing.T) {
 		s, c, l, _ := cluster(t)
-		c.Advance(2 * time.Second)
+		c.Advance(time.Second) // the lease expires at exactly this instant
 		if _, err := s.RenewLease(ctx, "coord", "c1", l.Epoch, time.Second); !errors.Is(err, engine.ErrLeaseLost) {
-			t.Fatalf("without the flaw: %v, want ErrLeaseLost", err)
-		}
-		flaw.SetStoreFlaws(s, flaw.StoreRenewAfterExpiry)
-		r := must(s.RenewLease(ctx, "coord", "c1", l.Epoch, time.Second))
-		if !r.Lease.HeldAt(r.Now) || r.Lease.Epoch != l.Epoch {
-			t.Fatalf("renewed after expiry: %+v", r.Lease)
-		}
-	})
-	t.Run("off again", func(t *testing.T) {
-		s, c, l, _ := cluster(t)
-		flaw.SetStoreFlaws(s, flaw.StoreRenewAfterExpiry|flaw.StoreNoEpochCheck)
-		flaw.SetStoreFlaws(s, 0)
-		c.Advance(2 * time.Second)
-		if _, err := s.RenewLease(ctx, "coord", "c1", l.Epoch, time.Second); !errors.Is(err, engine.ErrLeaseLost) {
-			t.Fatalf("flaws cleared: %v, want ErrLeaseLost", err)
+			t.Fatalf("renew at the lease's expiry: %v, want ErrLeaseLost", err)
 		}
 	})
 }
