@@ -6,7 +6,7 @@ RACE     := ./engine/... ./sim/... ./scenarios/... .
 PKGS_RACE = $(shell $(GO) list $(RACE) 2>/dev/null)
 PKGS_REST = $(filter-out $(PKGS_RACE),$(shell $(GO) list ./...))
 
-.PHONY: build test test-race test-rest bench lint
+.PHONY: build test test-race test-rest bench lint test-mysql test-tidb
 
 build:
 	$(GO) build -o bin/helix ./cmd/helix
@@ -21,6 +21,17 @@ test-rest:
 
 bench:
 	bash bench/run.sh
+
+# The MySQL-backed packages on Oracle MySQL 9.7 (provisioned in a chroot on 127.0.0.1:3308
+# by scripts/mysql-server.sh; needs root; .ci/run does the same).
+MYSQL_PKGS := ./mysqlstore/... ./cmd/helix/... ./e2e/...
+test-mysql:
+	dsn=$$(bash scripts/mysql-server.sh) && HELIX_TEST_MYSQL_DSN="$$dsn" $(GO) test -count=1 $(MYSQL_PKGS)
+
+# The store conformance suite and the mysqlstore tests on TiDB (unistore, 127.0.0.1:4001).
+# The first run builds tidb-server into /var/cache/helix (about 20 minutes on 2 cores).
+test-tidb:
+	dsn=$$(bash scripts/tidb-server.sh start) && HELIX_TEST_MYSQL_DSN="$$dsn" $(GO) test -count=1 ./mysqlstore/...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

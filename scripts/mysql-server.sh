@@ -47,10 +47,16 @@ fi
 
 mkdir -p "$CACHE"
 if [ ! -e "$ROOT/.helix-debootstrap-done" ]; then
-  command -v debootstrap >/dev/null || { log "installing debootstrap"; apt-get install -y debootstrap >&2; }
+  if ! command -v debootstrap >/dev/null; then
+    log "installing debootstrap"
+    # A fresh machine may have no package lists yet.
+    apt-get install -y debootstrap >&2 || { apt-get update >&2 && apt-get install -y debootstrap >&2; }
+  fi
   mirror=$(apt_mirror)
   log "debootstrap sid from $mirror into $ROOT (about 80 s)"
-  rm -rf "$ROOT"
+  # An interrupted run may have left file systems mounted inside: never delete through them.
+  for m in proc sys dev/pts dev; do mountpoint -q "$ROOT/$m" 2>/dev/null && umount -l "$ROOT/$m"; done
+  rm -rf --one-file-system "$ROOT"
   debootstrap --variant=minbase sid "$ROOT" "$mirror" >&2
   touch "$ROOT/.helix-debootstrap-done"
 fi
