@@ -115,6 +115,22 @@ func TestMockApplyLockWaitTimeoutRetried(t *testing.T) {
 	}
 }
 
+// TestMockApplyNowaitRetried: a lock that NOWAIT could not take is a lock wait timeout
+// that came at once; Oracle MySQL reports it as 3572, not MariaDB's 1205.
+func TestMockApplyNowaitRetried(t *testing.T) {
+	fixBatchID(t)
+	s, mock := newMock(t)
+	mock.ExpectBegin()
+	expectFence(mock, 5, 1, 1)
+	mock.ExpectQuery("SELECT revision, ").WillReturnError(&mysql.MySQLError{Number: 3572,
+		Message: "Statement aborted because lock(s) could not be acquired immediately and NOWAIT is set."})
+	mock.ExpectRollback()
+	expectEmptyBatchTx(mock, nil)
+	if _, err := s.Apply(context.Background(), emptyBatch); err != nil {
+		t.Fatalf("Apply after error 3572: %v, want success on retry", err)
+	}
+}
+
 func TestMockApplyLostConnectionBeforeCommitRetried(t *testing.T) {
 	fixBatchID(t)
 	s, mock := newMock(t)
