@@ -79,12 +79,15 @@ if [ ! -e "$ROOT$DATADIR/.helix-initialized" ]; then
   touch "$ROOT$DATADIR/.helix-initialized"
 fi
 
+# --max-connections: the default 151 is too few when go test runs the MySQL-backed
+# packages side by side (every store, e2e node and helix command has its own pool).
 log "starting mysqld on 127.0.0.1:$PORT"
 # setsid + nohup: the server outlives this script and the CI step that ran it.
 setsid nohup chroot "$ROOT" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C \
   mysqld --no-defaults --user=root --datadir="$DATADIR" \
   --port="$PORT" --bind-address=127.0.0.1 --mysqlx=OFF --secure-file-priv='' \
   --socket=/tmp/helix-mysqld.sock --pid-file="$DATADIR/mysqld.pid" \
+  --max-connections=1000 \
   --log-error="$DATADIR/error.log" \
   >/dev/null 2>&1 </dev/null &
 

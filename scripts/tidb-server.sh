@@ -5,8 +5,9 @@
 # refuses it. Instead a throwaway wrapper module requires TiDB at a pinned pseudo-version, copies
 # TiDB's own replace lines (Go ignores a dependency's replaces), and points pkg/parser, which TiDB
 # replaces with ./pkg/parser, at the pseudo-version of the same commit. The build takes about
-# 20 minutes on 2 cores and runs at low priority with -p=1 so a shared machine stays usable; the
-# binary (about 230 MiB) is kept and reused, so later runs start in seconds.
+# 20 minutes on 2 idle cores (44 on a busy shared one) and runs at low priority with -p=1 so
+# the machine stays usable; the binary (about 233 MiB) is kept and reused, so later runs
+# start in seconds.
 #
 #   scripts/tidb-server.sh build   build the binary if missing, print its path
 #   scripts/tidb-server.sh start   build if needed, start the server unless it is up, print the DSN
