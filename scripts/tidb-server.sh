@@ -69,8 +69,11 @@ start() {
   if alive; then log "already running on 127.0.0.1:$PORT"; echo "$dsn"; return; fi
   build >/dev/null
   log "starting on 127.0.0.1:$PORT (log: $DIR/server.log)"
-  setsid nohup "$BIN" -store unistore -path '' -host 127.0.0.1 -P "$PORT" -status "$STATUS_PORT" \
-    -log-file "$DIR/server.log" >/dev/null 2>&1 </dev/null &
+  # Run from the cache folder and name the slow-query log: tidb-server otherwise writes
+  # tidb-slow.log into the current directory (a checkout, say).
+  setsid nohup env -C "$DIR" "$BIN" -store unistore -path '' -host 127.0.0.1 -P "$PORT" \
+    -status "$STATUS_PORT" -log-file "$DIR/server.log" -log-slow-query "$DIR/slow.log" \
+    >/dev/null 2>&1 </dev/null &
   echo $! >"$DIR/server.pid"
   for _ in $(seq 1 60); do
     if alive; then log "ready"; echo "$dsn"; return; fi
