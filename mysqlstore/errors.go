@@ -20,7 +20,6 @@ const (
 	erDupEntry          = 1062 // ER_DUP_ENTRY
 	erDupKeyName        = 1061 // ER_DUP_KEYNAME (CREATE INDEX of an index that exists)
 	erLockWaitTimeout   = 1205 // ER_LOCK_WAIT_TIMEOUT
-	erLockNowait        = 3572 // ER_LOCK_NOWAIT: Oracle MySQL's answer to NOWAIT (MariaDB says 1205)
 	erLockDeadlock      = 1213 // ER_LOCK_DEADLOCK
 	erOptionPrevents    = 1290 // ER_OPTION_PREVENTS_STATEMENT (--read-only)
 	erReadOnlyTrx       = 1792 // ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
@@ -51,8 +50,11 @@ var errDuplicate = errors.New("duplicate key")
 func retryable(err error) bool {
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
+		if me.Number == erLockNowait {
+			return true
+		}
 		switch me.Number {
-		case erLockDeadlock, erLockWaitTimeout, erLockNowait, erLockAbortedDeadlk, erConCount, erServerShutdown:
+		case erLockDeadlock, erLockWaitTimeout, erLockAbortedDeadlk, erConCount, erServerShutdown:
 			return true
 		}
 		return false
