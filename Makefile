@@ -6,7 +6,7 @@ RACE     := ./engine/... ./sim/... ./scenarios/... .
 PKGS_RACE = $(shell $(GO) list $(RACE) 2>/dev/null)
 PKGS_REST = $(filter-out $(PKGS_RACE),$(shell $(GO) list ./...))
 
-.PHONY: build test test-race test-rest bench lint test-mysql test-tidb
+.PHONY: build test test-race test-rest bench lint
 
 build:
 	$(GO) build -o bin/helix ./cmd/helix
@@ -22,6 +22,12 @@ test-rest:
 bench:
 	bash bench/run.sh
 
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+.PHONY: test-mysql test-tidb
+
 # The MySQL-backed packages on Oracle MySQL 9.7 (provisioned in a chroot on 127.0.0.1:3308
 # by scripts/mysql-server.sh; needs root; .ci/run does the same).
 MYSQL_PKGS := ./mysqlstore/... ./cmd/helix/... ./e2e/...
@@ -34,7 +40,3 @@ test-mysql:
 # The first run builds tidb-server into /var/cache/helix (20 minutes on 2 idle cores, 44 busy).
 test-tidb:
 	dsn=$$(bash scripts/tidb-server.sh start) && HELIX_TEST_MYSQL_DSN="$$dsn" $(GO) test -count=1 ./mysqlstore/... ./cmd/helix/...
-
-lint:
-	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
