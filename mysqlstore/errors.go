@@ -59,6 +59,9 @@ var errDuplicate = errors.New("duplicate key")
 func retryable(err error) bool {
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
+		if me.Number == erLockNowait {
+			return true
+		}
 		switch me.Number {
 		case erLockDeadlock, erLockWaitTimeout, erLockAbortedDeadlk, erConCount, erServerShutdown,
 			erStatementTimeout, erQueryTimeout, erConnectionKilled, erClientInactivity:

@@ -2,8 +2,10 @@ package mysqlstore
 
 import (
 	"context"
+	"crypto/sha1"
 	"database/sql"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -138,20 +140,19 @@ func Migrate(ctx context.Context, db *sql.DB) (MigrateResult, error) {
 	if !dbName.Valid || dbName.String == "" {
 		return res, fmt.Errorf("migrate: the DSN names no database (append /dbname): %w", errInvalidDSN)
 	}
-	// Lock names are limited to 64 characters: hash the database name.
-	const lockSQL = "SELECT GET_LOCK(CONCAT('helix_migrate_', SHA1(DATABASE())), ?)"
+	lock := migrationLockName(dbName.String)
 	wait := 60
 	if dl, ok := ctx.Deadline(); ok {
 		wait = max(1, int(time.Until(dl).Seconds()))
 	}
 	var got sql.NullInt64
-	if err := conn.QueryRowContext(ctx, lockSQL, wait).Scan(&got); err != nil {
+	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, ?)", lock, wait).Scan(&got); err != nil {
 		return res, fmt.Errorf("migrate: taking the migration lock: %w", classify(err))
 	}
 	if !got.Valid || got.Int64 != 1 {
 		return res, fmt.Errorf("migrate: another host held the migration lock of database %q for %ds: %w", dbName.String, wait, errUnavailable("lock timeout"))
 	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), "DO RELEASE_LOCK(CONCAT('helix_migrate_', SHA1(DATABASE())))")
+	defer conn.ExecContext(context.WithoutCancel(ctx), "DO RELEASE_LOCK(?)", lock)
 
 	if _, err := conn.ExecContext(ctx, createMigrationsTable); err != nil {
 		return res, fmt.Errorf("migrate: %w", classify(err))
@@ -179,6 +180,16 @@ func Migrate(ctx context.Context, db *sql.DB) (MigrateResult, error) {
 		res.To = m.Version
 	}
 	return res, nil
+}
+
+// migrationLockName is the GET_LOCK name that serialises migrations of database db. Lock
+// names are limited to 64 characters, so the database name is hashed; the hash is taken
+// here rather than with SQL's SHA1(), which Oracle MySQL 9.x no longer has. The name is
+// the same one earlier versions computed on the server, so old and new binaries exclude
+// each other.
+func migrationLockName(db string) string {
+	sum := sha1.Sum([]byte(db))
+	return "helix_migrate_" + hex.EncodeToString(sum[:])
 }
 
 type queryer interface {

@@ -2,12 +2,16 @@ package mysqlstore_test
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+	"github.com/helixcoord/helix/engine"
 	"github.com/helixcoord/helix/mysqlstore"
 	"github.com/helixcoord/helix/mysqlstore/mysqltest"
 )
@@ -142,5 +146,55 @@ func TestMigrateRerunsIndexMigration(t *testing.T) {
 	res, err := mysqlstore.Migrate(ctx, db)
 	if err != nil || res.From != 1 || len(res.Applied) != latest-1 || res.To != latest {
 		t.Fatalf("re-running migrations 2..%d over the existing index: %+v, %v", latest, res, err)
+	}
+}
+
+// TestMigrationLockExcludesOtherHosts holds the migration lock from another session under
+// the name earlier helix versions computed on the server (CONCAT('helix_migrate_',
+// SHA1(DATABASE()))), and checks that Migrate waits for it and gives up. Oracle MySQL 9.x
+// has no SHA1(), so there the name is computed the same way in Go: no earlier binary can
+// have migrated such a server.
+func TestMigrationLockExcludesOtherHosts(t *testing.T) {
+	dsn := mysqltest.DSN(t)
+	db, _, err := mysqlstore.OpenDB(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	holder, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	var name string
+	if err := holder.QueryRowContext(ctx, "SELECT CONCAT('helix_migrate_', SHA1(DATABASE()))").Scan(&name); err != nil {
+		var me *mysql.MySQLError
+		if !errors.As(err, &me) || me.Number != 1305 { // ER_SP_DOES_NOT_EXIST: no SHA1() here
+			t.Fatal(err)
+		}
+		var dbName string
+		if err := holder.QueryRowContext(ctx, "SELECT DATABASE()").Scan(&dbName); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha1.Sum([]byte(dbName))
+		name = "helix_migrate_" + hex.EncodeToString(sum[:])
+		t.Logf("server has no SHA1(); lock name computed in Go: %s", name)
+	}
+	var got int
+	if err := holder.QueryRowContext(ctx, "SELECT GET_LOCK(?, 0)", name).Scan(&got); err != nil || got != 1 {
+		t.Fatalf("taking %s: %d, %v", name, got, err)
+	}
+	mctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancel()
+	res, err := mysqlstore.Migrate(mctx, db)
+	if !errors.Is(err, engine.ErrUnavailable) || !strings.Contains(err.Error(), "migration lock") || len(res.Applied) != 0 {
+		t.Fatalf("Migrate while another session holds %s: %+v, %v; want the lock's ErrUnavailable and nothing applied", name, res, err)
+	}
+	if _, err := holder.ExecContext(ctx, "DO RELEASE_LOCK(?)", name); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := mysqlstore.Migrate(ctx, db); err != nil || res.To != mysqlstore.LatestVersion() {
+		t.Fatalf("Migrate after the lock was released: %+v, %v", res, err)
 	}
 }

@@ -114,6 +114,25 @@ func TestMockApplyLockWaitTimeoutRetried(t *testing.T) {
 	}
 }
 
+// TestRetryableAcrossFlavours: a lock NOWAIT could not take is a lock wait timeout that
+// came at once. Oracle MySQL and TiDB report it as 3572, MariaDB as 1205; both are
+// retried, like a deadlock, and a duplicate key is not.
+func TestRetryableAcrossFlavours(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{&mysql.MySQLError{Number: 3572, Message: "Statement aborted because lock(s) could not be acquired immediately and NOWAIT is set."}, true},
+		{lockWait, true},
+		{deadlock, true},
+		{dupKey, false},
+	} {
+		if got := retryable(c.err); got != c.want {
+			t.Errorf("retryable(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
+}
+
 func TestMockApplyLostConnectionBeforeCommitRetried(t *testing.T) {
 	fixBatchID(t)
 	s, mock := newMock(t)
