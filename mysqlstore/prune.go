@@ -80,10 +80,12 @@ func (s *Store) PruneNodes(ctx context.Context, retention time.Duration) (int, e
 }
 
 // incarnationFloor is the highest incarnation PruneNodes ever deleted (0 if none),
-// read with a shared lock so that it is the latest committed value.
+// read with a locking read so that it is the latest committed value. FOR UPDATE, not a
+// shared lock: TiDB has no LOCK IN SHARE MODE (error 1235), and registrations of new ids
+// are rare enough that serialising them on this row costs nothing.
 func (s *Store) incarnationFloor(ctx context.Context, tx *sql.Tx) (uint64, error) {
 	var floor uint64
-	err := tx.QueryRowContext(ctx, "SELECT epoch FROM helix_leases WHERE cluster = ? AND lock_key = ? LOCK IN SHARE MODE",
+	err := tx.QueryRowContext(ctx, "SELECT epoch FROM helix_leases WHERE cluster = ? AND lock_key = ? FOR UPDATE",
 		s.cluster, incarnationFloorKey).Scan(&floor)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil

@@ -416,7 +416,7 @@ func TestMockRegisterDuplicateRetried(t *testing.T) {
 	nodeCols := []string{"incarnation", "status", "process", "host", "pid", "replace_process", "replace_host", "replace_pid", "last_heartbeat", "now"}
 	mock.ExpectQuery("SELECT incarnation, ").WillReturnRows(sqlmock.NewRows(nodeCols))
 	mock.ExpectQuery("SELECT " + nowUS).WillReturnRows(sqlmock.NewRows([]string{"now"}).AddRow(serverNowUS))
-	mock.ExpectQuery("SELECT epoch FROM helix_leases WHERE cluster = ? AND lock_key = ? LOCK IN SHARE MODE").
+	mock.ExpectQuery("SELECT epoch FROM helix_leases WHERE cluster = ? AND lock_key = ? FOR UPDATE").
 		WithArgs("default", incarnationFloorKey).WillReturnRows(sqlmock.NewRows([]string{"epoch"}))
 	mock.ExpectExec("INSERT INTO helix_nodes").WithArgs("default", "w1", 1, 1, sqlmock.AnyArg(), sqlmock.AnyArg(), "", "", 0).WillReturnError(dupKey)
 	mock.ExpectRollback()
