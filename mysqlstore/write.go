@@ -576,34 +576,7 @@ func (s *Store) AckRelease(ctx context.Context, a engine.Ack) (engine.Reply, err
 	if err := engine.ValidateAck(a); err != nil {
 		return engine.Reply{}, err
 	}
-	var now time.Time
-	var newRev uint64
-	err := s.inTx(ctx, "ack_release", func(tx *sql.Tx) error {
-		rev, n, err := s.lockRevision(ctx, tx)
-		if err != nil {
-			return err
-		}
-		now = n
-		nodes, err := s.lockNodes(ctx, tx, map[string]bool{a.Node: true})
-		if err != nil {
-			return err
-		}
-		if nd, ok := nodes[a.Node]; !ok || nd.incarnation != a.Incarnation || nd.status != engine.NodeAlive {
-			return fmt.Errorf("ack %s by %s/%d: %w", a.Partition, a.Node, a.Incarnation, engine.ErrNodeDead)
-		}
-		cur, err := s.lockRows(ctx, tx, []engine.Change{{Partition: a.Partition}})
-		if err != nil {
-			return err
-		}
-		r, ok := cur[a.Partition]
-		if !ok {
-			return fmt.Errorf("ack %s: no such row: %w", a.Partition, engine.ErrNotFound)
-		}
-		if r.State != engine.Releasing || r.Owner != a.Node || r.Incarnation != a.Incarnation || r.Generation != a.Generation {
-			return fmt.Errorf("ack %s by %s/%d at generation %d: row is %s by %s/%d at generation %d: %w",
-				a.Partition, a.Node, a.Incarnation, a.Generation, r.State, r.Owner, r.Incarnation, r.Generation, engine.ErrConflict)
-		}
-		newRev = rev + 1
+	return s.ownerWrite(ctx, "ack_release", "ack", a, engine.Releasing, func(tx *sql.Tx, r engine.Assignment, _ time.Time, newRev uint64) error {
 		// One statement writes the row, the revision, and the nodes: the owner loses the
 		// row; its target learns the release was acknowledged (the row stays on its way
 		// to it until assigned). A multi-table UPDATE changes each matched row once.
@@ -611,26 +584,13 @@ func (s *Store) AckRelease(ctx context.Context, a engine.Ack) (engine.Reply, err
 		if to := r.IncomingTo(); to != "" {
 			nodes2[1] = to
 		}
-		_, err = tx.ExecContext(ctx, "UPDATE helix_assignments a JOIN helix_revision r ON r.cluster = a.cluster "+
+		_, err := tx.ExecContext(ctx, "UPDATE helix_assignments a JOIN helix_revision r ON r.cluster = a.cluster "+
 			"JOIN helix_nodes n ON n.cluster = a.cluster AND n.id IN (?, ?) "+
 			"SET a.state = 0, a.owner_id = '', a.incarnation = 0, a.revision = ?, r.revision = ?, n.assign_rev = n.assign_rev + 1 "+
 			"WHERE a.cluster = ? AND a.domain = ? AND a.tasklist = ? AND a.part_no = ?",
 			nodes2[0], nodes2[1], newRev, newRev, s.cluster, a.Partition.Domain, a.Partition.TaskList, a.Partition.Partition)
 		return err
-	}, func(ctx context.Context) (bool, error) {
-		// Our write gave the row revision newRev; nobody else could give it that one.
-		var rev uint64
-		err := s.db.QueryRowContext(ctx, "SELECT revision FROM helix_assignments WHERE cluster = ? AND domain = ? AND tasklist = ? AND part_no = ?",
-			s.cluster, a.Partition.Domain, a.Partition.TaskList, a.Partition.Partition).Scan(&rev)
-		if err != nil {
-			return false, err
-		}
-		return rev == newRev, nil
 	})
-	if err != nil {
-		return engine.Reply{}, err
-	}
-	return engine.Reply{Now: now}, nil
 }
 
 // GiveBack implements engine.Store: the owner hands back an Assigned row whose handler
@@ -640,34 +600,7 @@ func (s *Store) GiveBack(ctx context.Context, g engine.Ack) (engine.Reply, error
 	if err := engine.ValidateGiveBack(g); err != nil {
 		return engine.Reply{}, err
 	}
-	var now time.Time
-	var newRev uint64
-	err := s.inTx(ctx, "give_back", func(tx *sql.Tx) error {
-		rev, n, err := s.lockRevision(ctx, tx)
-		if err != nil {
-			return err
-		}
-		now = n
-		nodes, err := s.lockNodes(ctx, tx, map[string]bool{g.Node: true})
-		if err != nil {
-			return err
-		}
-		if nd, ok := nodes[g.Node]; !ok || nd.incarnation != g.Incarnation || nd.status != engine.NodeAlive {
-			return fmt.Errorf("give back %s by %s/%d: %w", g.Partition, g.Node, g.Incarnation, engine.ErrNodeDead)
-		}
-		cur, err := s.lockRows(ctx, tx, []engine.Change{{Partition: g.Partition}})
-		if err != nil {
-			return err
-		}
-		r, ok := cur[g.Partition]
-		if !ok {
-			return fmt.Errorf("give back %s: no such row: %w", g.Partition, engine.ErrNotFound)
-		}
-		if r.State != engine.Assigned || r.Owner != g.Node || r.Incarnation != g.Incarnation || r.Generation != g.Generation {
-			return fmt.Errorf("give back %s by %s/%d at generation %d: row is %s by %s/%d at generation %d: %w",
-				g.Partition, g.Node, g.Incarnation, g.Generation, r.State, r.Owner, r.Incarnation, r.Generation, engine.ErrConflict)
-		}
-		newRev = rev + 1
+	return s.ownerWrite(ctx, "give_back", "give back", g, engine.Assigned, func(tx *sql.Tx, _ engine.Assignment, now time.Time, newRev uint64) error {
 		if _, err := tx.ExecContext(ctx, "UPDATE helix_assignments SET state = 0, owner_id = '', incarnation = 0, target = '', "+
 			"given_back_by = ?, given_back_at = TIMESTAMPADD(MICROSECOND, ?, '1970-01-01 00:00:00'), revision = ? "+
 			"WHERE cluster = ? AND domain = ? AND tasklist = ? AND part_no = ?",
@@ -678,11 +611,50 @@ func (s *Store) GiveBack(ctx context.Context, g engine.Ack) (engine.Reply, error
 			return err
 		}
 		return setRevision(ctx, tx, s.cluster, newRev)
+	})
+}
+
+// ownerWrite runs a write of one row by its owner (a release acknowledgement, a
+// give-back) with the reference store's order of checks: the owner's incarnation is
+// alive (ErrNodeDead), the row exists (ErrNotFound), and it is in state want at the
+// owner's incarnation and generation (ErrConflict). write changes the locked row r and
+// gives it revision newRev; now is store time. An ambiguous commit is resolved by reading
+// the row's revision back: nobody but this write could give it newRev.
+func (s *Store) ownerWrite(ctx context.Context, op, verb string, a engine.Ack, want engine.PartitionState,
+	write func(tx *sql.Tx, r engine.Assignment, now time.Time, newRev uint64) error) (engine.Reply, error) {
+	var now time.Time
+	var newRev uint64
+	err := s.inTx(ctx, op, func(tx *sql.Tx) error {
+		rev, n, err := s.lockRevision(ctx, tx)
+		if err != nil {
+			return err
+		}
+		now = n
+		nodes, err := s.lockNodes(ctx, tx, map[string]bool{a.Node: true})
+		if err != nil {
+			return err
+		}
+		if nd, ok := nodes[a.Node]; !ok || nd.incarnation != a.Incarnation || nd.status != engine.NodeAlive {
+			return fmt.Errorf("%s %s by %s/%d: %w", verb, a.Partition, a.Node, a.Incarnation, engine.ErrNodeDead)
+		}
+		cur, err := s.lockRows(ctx, tx, []engine.Change{{Partition: a.Partition}})
+		if err != nil {
+			return err
+		}
+		r, ok := cur[a.Partition]
+		if !ok {
+			return fmt.Errorf("%s %s: no such row: %w", verb, a.Partition, engine.ErrNotFound)
+		}
+		if r.State != want || r.Owner != a.Node || r.Incarnation != a.Incarnation || r.Generation != a.Generation {
+			return fmt.Errorf("%s %s by %s/%d at generation %d: row is %s by %s/%d at generation %d: %w",
+				verb, a.Partition, a.Node, a.Incarnation, a.Generation, r.State, r.Owner, r.Incarnation, r.Generation, engine.ErrConflict)
+		}
+		newRev = rev + 1
+		return write(tx, r, now, newRev)
 	}, func(ctx context.Context) (bool, error) {
-		// Our write gave the row revision newRev; nobody else could give it that one.
 		var rev uint64
 		err := s.db.QueryRowContext(ctx, "SELECT revision FROM helix_assignments WHERE cluster = ? AND domain = ? AND tasklist = ? AND part_no = ?",
-			s.cluster, g.Partition.Domain, g.Partition.TaskList, g.Partition.Partition).Scan(&rev)
+			s.cluster, a.Partition.Domain, a.Partition.TaskList, a.Partition.Partition).Scan(&rev)
 		if err != nil {
 			return false, err
 		}
