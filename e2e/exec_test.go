@@ -38,26 +38,13 @@ func TestExecChildrenNeverOverlap(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	bin, err := Build(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	worker, err := filepath.Abs("../examples/exec/worker.py")
 	if err != nil {
 		t.Fatal(err)
 	}
 	units := filepath.Join(dir, "units.log")
 	p := Fast
-	c := &Cluster{Bin: bin, DSN: dsn, Dir: dir, Profile: p}
-	if _, err := c.Helix(ctx, "migrate"); err != nil {
-		t.Fatal(err)
-	}
-	if c, err = NewCluster(ctx, bin, dsn, dir, p); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Helix(ctx, "tasklist", "put", "--domain", "e2e", "jobs", "8"); err != nil {
-		t.Fatal(err)
-	}
+	c := migratedCluster(t, ctx, dsn, dir, p, map[string]int{"jobs": 8})
 	defer func() {
 		_ = c.Shutdown(15 * time.Second)
 		if t.Failed() {

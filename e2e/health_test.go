@@ -32,21 +32,7 @@ func TestHealthTellsTheTruth(t *testing.T) {
 	dsn := mysqltest.DSN(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	bin, err := Build(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &Cluster{Bin: bin, DSN: dsn, Dir: dir, Profile: Fast}
-	if _, err := c.Helix(ctx, "migrate"); err != nil {
-		t.Fatal(err)
-	}
-	if c, err = NewCluster(ctx, bin, dsn, dir, Fast); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Helix(ctx, "tasklist", "put", "--domain", "e2e", "jobs", "8"); err != nil {
-		t.Fatal(err)
-	}
+	c := migratedCluster(t, ctx, dsn, t.TempDir(), Fast, map[string]int{"jobs": 8})
 	defer func() {
 		if err := c.Shutdown(15 * time.Second); err != nil {
 			t.Errorf("shutdown: %v", err)
@@ -191,18 +177,7 @@ func TestDeadNodesArePruned(t *testing.T) {
 	dsn := mysqltest.DSN(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	bin, err := Build(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &Cluster{Bin: bin, DSN: dsn, Dir: dir, Profile: Fast}
-	if _, err := c.Helix(ctx, "migrate"); err != nil {
-		t.Fatal(err)
-	}
-	if c, err = NewCluster(ctx, bin, dsn, dir, Fast); err != nil {
-		t.Fatal(err)
-	}
+	c := migratedCluster(t, ctx, dsn, t.TempDir(), Fast, nil)
 	defer func() {
 		if err := c.Shutdown(15 * time.Second); err != nil {
 			t.Errorf("shutdown: %v", err)

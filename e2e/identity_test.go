@@ -23,22 +23,8 @@ func TestDuplicateID(t *testing.T) {
 	dsn := mysqltest.DSN(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	bin, err := Build(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	p := Fast
-	c := &Cluster{Bin: bin, DSN: dsn, Dir: dir, Profile: p}
-	if _, err := c.Helix(ctx, "migrate"); err != nil {
-		t.Fatal(err)
-	}
-	if c, err = NewCluster(ctx, bin, dsn, dir, p); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Helix(ctx, "tasklist", "put", "--domain", "e2e", "dup", "32"); err != nil {
-		t.Fatal(err)
-	}
+	c := migratedCluster(t, ctx, dsn, t.TempDir(), p, map[string]int{"dup": 32})
 	defer func() {
 		c.Shutdown(15 * time.Second)
 		if t.Failed() {
