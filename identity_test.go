@@ -1,7 +1,6 @@
 package helix
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -16,20 +15,7 @@ import (
 // host and pid), with the given options, and returns its index.
 func (c *testCluster) addProcess(id string, opts ...Option) int {
 	c.t.Helper()
-	fs := &flakyStore{Store: c.store}
-	opts = append([]Option{WithClock(c.clk), WithLogger(quietLogger()), WithSeed(uint64(len(c.nodes) + 1)), WithStopTimeout(time.Second)}, opts...)
-	node, err := NewNode(Config{NodeID: id}, fs, c.tr.handler(fmt.Sprintf("%s/%d", id, len(c.nodes))), opts...)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- node.Run(ctx) }()
-	c.nodes = append(c.nodes, node)
-	c.stores = append(c.stores, fs)
-	c.stop = append(c.stop, cancel)
-	c.done = append(c.done, done)
-	c.exited = append(c.exited, false)
+	c.addWith(Config{NodeID: id}, c.tr.handler(fmt.Sprintf("%s/%d", id, len(c.nodes))), opts...)
 	return len(c.nodes) - 1
 }
 

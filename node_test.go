@@ -198,21 +198,7 @@ func newTestCluster(t *testing.T, n int, tls ...engine.TaskList) *testCluster {
 
 func (c *testCluster) add(id string) *Node {
 	c.t.Helper()
-	fs := &flakyStore{Store: c.store}
-	node, err := NewNode(Config{NodeID: id}, fs, c.tr.handler(id),
-		WithClock(c.clk), WithLogger(quietLogger()), WithSeed(uint64(len(c.nodes)+1)), WithStopTimeout(time.Second))
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- node.Run(ctx) }()
-	c.nodes = append(c.nodes, node)
-	c.stores = append(c.stores, fs)
-	c.stop = append(c.stop, cancel)
-	c.done = append(c.done, done)
-	c.exited = append(c.exited, false)
-	return node
+	return c.addWith(Config{NodeID: id}, c.tr.handler(id))
 }
 
 // waitIdle waits (real time, bounded) until no running node has anything queued.
