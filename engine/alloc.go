@@ -5,6 +5,7 @@ import (
 	"math/bits"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // The allocator: a pure function from (task lists, live workers, current rows, throttle)
@@ -197,8 +198,43 @@ func (p Plan) TargetOf(id PartitionID) string {
 
 // PlanAssignments computes the target assignment and the actions to take now.
 func PlanAssignments(in PlanInput) Plan {
-	var a allocator
-	return a.plan(in)
+	s := scratchPool.Get().(*allocScratch)
+	a := allocator{s: s}
+	p := a.plan(in)
+	scratchPool.Put(s)
+	return p
+}
+
+// allocScratch is the allocator's working memory that does not outlive a plan: at 100k
+// partitions × 10k workers about 3 MB, which allocated afresh for every plan cost a
+// fifth of the plan's time in clearing new memory and in the garbage collections it
+// brought on (each of which also scans the caller's rows). Plans reuse it through
+// scratchPool. Nothing in it carries over: every use takes its slices through grow,
+// which clears them, or overwrites every element it reads.
+type allocScratch struct {
+	workers            []aWorker
+	slots              []aSlot
+	cells              []xCell
+	wOff, wCells, fill []int32
+	order, dirty       []int32
+	free, takers       []int32
+	// extras' slices (alloc_extras.go); hints and xW are kept after use for their capacity.
+	R, sT, cOff, hOff, xOff, xW, hints []int32
+	P                                  []int
+	flags                              []uint8
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(allocScratch) }}
+
+// grow returns (*buf)[:n], zeroed, reallocating *buf only when it is too small.
+func grow[T any](buf *[]T, n int) []T {
+	if cap(*buf) < n {
+		*buf = make([]T, n, n+n/8)
+		return *buf
+	}
+	*buf = (*buf)[:n]
+	clear(*buf)
+	return *buf
 }
 
 // aWorker is one distinct worker (its id is allocator.ids at the same index), with the
@@ -245,6 +281,15 @@ type aClass struct {
 	itWord int
 	itBits uint64
 	peek   int32 // next unmarked member, -1 when exhausted
+	// Where the iterator found peek: its bucket and word.
+	peekRel, peekWord int
+}
+
+// bucketMove is a pending move of the members in mask (bits of word word) from bucket
+// rel of class class to bucket rel + 1 (see takeFiled).
+type bucketMove struct {
+	class, rel, word int32
+	mask             uint64
 }
 
 func (a *allocator) total(i int32) int64 {
@@ -306,6 +351,7 @@ func (a *allocator) next(cl *aClass) int32 {
 			cl.itBits &= cl.itBits - 1
 			i := cl.members[cl.itWord*64+b]
 			if w := &a.workers[i]; w.stamp != a.stamp || !w.extra {
+				cl.peekRel, cl.peekWord = cl.itRel, cl.itWord
 				return i
 			}
 		}
@@ -343,7 +389,7 @@ type tlFinder struct {
 // slot returns the slot of id, or -1 when its task list is not configured or the number
 // is out of range.
 func (f *tlFinder) slot(id *PartitionID) int {
-	if f.last == -1 || id.Domain != f.d || id.TaskList != f.n {
+	if f.last == -1 || !sameString(id.TaskList, f.n) || !sameString(id.Domain, f.d) {
 		f.last, f.d, f.n = -2, id.Domain, id.TaskList
 		if nx := f.next; nx < len(f.tls) && f.tls[nx].tl.Domain == id.Domain && f.tls[nx].tl.Name == id.TaskList {
 			f.last = int32(nx)
@@ -367,9 +413,10 @@ func (f *tlFinder) slot(id *PartitionID) int {
 }
 
 type allocator struct {
-	forceFast bool     // tests: never solve the extras exactly unless the fast path fails
-	lastExact bool     // tests: the extras were solved exactly
-	ids       []string // the distinct worker ids, sorted: worker i is ids[i]
+	s         *allocScratch // nil: allocate afresh (tests)
+	forceFast bool          // tests: never solve the extras exactly unless the fast path fails
+	lastExact bool          // tests: the extras were solved exactly
+	ids       []string      // the distinct worker ids, sorted: worker i is ids[i]
 	workers   []aWorker
 	classes   []aClass
 	capSum    int64
@@ -393,6 +440,8 @@ type allocator struct {
 	// class's buckets: only the free extras (step 4) read the buckets, and many plans
 	// (every task list already balanced, as after a join) never need them.
 	dirty []int32
+	// moves: the bucket moves pending while one task list's free extras are dealt.
+	moves []bucketMove
 }
 
 // syncBuckets files the dirty workers under their current rel: one by one, or, when
@@ -462,15 +511,15 @@ func (a *allocator) lookup(id string) int32 {
 	// Which of the two hit last time is tried first, so a run costs one comparison.
 	if l := a.lastOwnerIx; l >= 0 {
 		n := l + 1
-		if a.stepped && int(n) < len(a.ids) && a.ids[n] == id {
+		if a.stepped && int(n) < len(a.ids) && sameString(a.ids[n], id) {
 			a.lastOwnerIx = n
 			return n
 		}
-		if a.ids[l] == id {
+		if sameString(a.ids[l], id) {
 			a.stepped = false
 			return l
 		}
-		if !a.stepped && int(n) < len(a.ids) && a.ids[n] == id {
+		if !a.stepped && int(n) < len(a.ids) && sameString(a.ids[n], id) {
 			a.lastOwnerIx, a.stepped = n, true
 			return n
 		}
@@ -609,7 +658,7 @@ func (a *allocator) setupWorkers(in PlanInput) {
 	}
 	keys := arena.String()
 	a.ids = make([]string, n, n+8) // room for a few dead owners in Plan.Workers
-	a.workers = make([]aWorker, n)
+	a.workers = grow(&a.s.workers, n)
 	off := 0
 	var caps []int64 // distinct capacities of eligible workers, sorted
 	nEligible := 0
@@ -639,8 +688,8 @@ func (a *allocator) setupWorkers(in PlanInput) {
 	for c, cp := range caps {
 		a.classes[c].cap = cp
 	}
-	order := make([]int32, 0, nEligible)
-	a.dirty = make([]int32, 0, nEligible)
+	order := grow(&a.s.order, nEligible)[:0]
+	a.dirty = grow(&a.s.dirty, nEligible)[:0]
 	for i := range a.workers {
 		if !a.workers[i].draining {
 			order = append(order, int32(i))
@@ -752,7 +801,15 @@ func (a *allocator) readRows(rows []Assignment, slots []aSlot, f tlFinder) {
 	start := f
 	for r := range rows {
 		row := &rows[r]
-		s := f.slot(&row.Partition)
+		// The common case inline: the row's task list is the last row's (slot's first test).
+		s := -1
+		if id := &row.Partition; f.last >= 0 && sameString(id.TaskList, f.n) && sameString(id.Domain, f.d) {
+			if t := &f.tls[f.last]; uint(id.Partition) < uint(t.tl.Partitions) {
+				s = t.off + id.Partition
+			}
+		} else {
+			s = f.slot(id)
+		}
 		if s < 0 {
 			continue
 		}
@@ -775,7 +832,19 @@ func (a *allocator) readRows(rows []Assignment, slots []aSlot, f tlFinder) {
 		if rowOf != nil {
 			rowOf[s] = int32(r)
 		}
-		o, h, k := a.derive(row)
+		var o, h int32
+		var k uint8
+		if l := a.lastOwnerIx + 1; row.State == Assigned && a.stepped && l > 0 && int(l) < len(a.ids) && sameString(a.ids[l], row.Owner) {
+			// derive's common case inline: an Assigned row whose owner is the worker after
+			// the last row's (lookup's first guess).
+			a.lastOwnerIx = l
+			o, h, k = l, -1, kindHeld
+			if a.eligible(l) {
+				h = l
+			}
+		} else {
+			o, h, k = a.derive(row)
+		}
 		if o == deadOwner {
 			o = -int32(r) - 2
 		}
@@ -790,6 +859,9 @@ func (a *allocator) readRows(rows []Assignment, slots []aSlot, f tlFinder) {
 }
 
 func (a *allocator) plan(in PlanInput) Plan {
+	if a.s == nil {
+		a.s = new(allocScratch)
+	}
 	a.setupWorkers(in)
 
 	// Task lists, sorted and deduplicated; zero-partition lists contribute nothing.
@@ -818,7 +890,7 @@ func (a *allocator) plan(in PlanInput) Plan {
 		p.TaskLists[i] = tls[i].tl
 	}
 
-	slots := make([]aSlot, n)
+	slots := grow(&a.s.slots, n)
 	a.readRows(in.Current, slots, tlFinder{tls: tls, last: -1})
 
 	// own[s] is slot s's target worker, -1 for none (set per task list below); Plan.Owner
@@ -942,6 +1014,10 @@ func (a *allocator) plan(in PlanInput) Plan {
 			a.workers[a.deficit[d]].need--
 			tg[k] = a.deficit[d]
 		}
+	}
+
+	if x != nil { // keep what the appends grew for the next plan
+		a.s.hints, a.s.xW = x.hints[:0], x.xW[:0]
 	}
 
 	// Outputs, sized exactly. First count, and collect the dead owners that moves come

@@ -1,6 +1,9 @@
 package engine
 
-import "slices"
+import (
+	"math/bits"
+	"slices"
+)
 
 // The extras problem: which workers get the ceiling (floor + 1) of each task list.
 //
@@ -89,7 +92,8 @@ func (a *allocator) hi(i int32) int64 { return a.classes[a.workers[i].class].hi 
 // sum of its floors, so that total() is its cluster-wide count.
 func (a *allocator) solveExtras(tls []aTaskList, slots []aSlot) *extras {
 	T := len(tls)
-	x := &extras{R: make([]int32, T), P: make([]int, T), sT: make([]int32, T), cOff: make([]int32, T+1), hOff: make([]int32, T+1)}
+	b := a.s
+	x := &extras{R: grow(&b.R, T), P: grow(&b.P, T), sT: grow(&b.sT, T), cOff: grow(&b.cOff, T+1), hOff: grow(&b.hOff, T+1), hints: b.hints[:0]}
 
 	// Quotas. Floors add up per class; P is the total number of partitions.
 	var P, sumR int64
@@ -120,10 +124,10 @@ func (a *allocator) solveExtras(tls []aTaskList, slots []aSlot) *extras {
 	}
 
 	// Sticky cells and hints, per task list.
-	x.cells = make([]xCell, 0, min(a.holds, len(slots)))
+	x.cells = grow(&a.s.cells, min(a.holds, len(slots)))[:0]
 	// This pass also does the plan's per task list bookkeeping: the flags of the kinds
 	// of its rows, and the releases in flight.
-	x.flags = make([]uint8, T)
+	x.flags = grow(&b.flags, T)
 	for t := range tls {
 		if a.holds == 0 && a.inflightRows == 0 {
 			break // nothing held, no hints, nothing in flight: from scratch
@@ -168,6 +172,7 @@ func (a *allocator) solveExtras(tls []aTaskList, slots []aSlot) *extras {
 			cl := &a.classes[w.class]
 			if cl.frac && int64(w.cur) > cl.floor {
 				x.cells = append(x.cells, xCell{t: int32(t), w: i, rel: w.extra})
+				w.cnt++
 			}
 		}
 		// A hint matters for the extra only if it is what takes the worker over its floor.
@@ -234,15 +239,10 @@ func (a *allocator) markDirty(i int32) {
 // many different task lists. So a worker over its limit gives up cells in the task lists
 // with the fewest extras left over so far.
 func (a *allocator) greedySticky(x *extras) int64 {
-	N := len(a.workers)
-	wOff, wCells := x.byWorker(N)
-	for i := range a.workers {
-		a.workers[i].cnt = wOff[i+1] - wOff[i]
-	}
 	surplus := func(i int32) int64 { return int64(a.workers[i].cnt) - a.lo(i) }
 	// 1. A task list keeps at most Rt cells: those of the workers with the least surplus
 	// (they need not give any up), handoffs in flight first.
-	free := make([]int32, len(x.R)) // extras of t not on a sticky cell, so far
+	free := grow(&a.s.free, len(x.R)) // extras of t not on a sticky cell, so far
 	var byT int64
 	for t := range x.R {
 		cs := x.cells[x.cOff[t]:x.cOff[t+1]]
@@ -280,7 +280,43 @@ func (a *allocator) greedySticky(x *extras) int64 {
 	// more; it gives up the rest where they are easiest to take: in the task lists with
 	// the most workers that need extras (below lo_k) and could take one of that task
 	// list (they have no sticky cell of it), less the extras left over there so far.
-	takers := make([]int32, len(x.R))
+	//
+	// Usually few workers give anything up (after a join, the few that must come down to
+	// the ceiling), so first only the cells each worker keeps after step 1 are counted
+	// (rel), in one pass over the cells; only the workers over their limit have their
+	// cells listed and chosen from.
+	order := a.rankOrder()
+	for _, c := range x.cells {
+		if c.on {
+			a.workers[c.w].rel++
+		}
+	}
+	var direct, over int64
+	droppers := false
+	for _, i := range order {
+		w := &a.workers[i]
+		lo, hi := a.lo(i), a.hi(i)
+		if w.cnt > 0 {
+			direct += min(int64(w.cnt), lo)
+			if int64(w.cnt) > lo && hi > lo {
+				over++
+			}
+		}
+		limit := lo
+		if int64(w.rel) > lo && hi > lo && x.xUsed < x.K {
+			limit = lo + 1
+			x.xUsed++
+		}
+		// need: here, how many cells it gives up.
+		w.need = int32(max(0, int64(w.rel)-limit))
+		droppers = droppers || w.need > 0
+	}
+	bound := min(byT, direct+min(over, x.K))
+	if !droppers {
+		return bound
+	}
+	wOff, wCells := a.byWorker(x, true)
+	takers := grow(&a.s.takers, len(x.R))
 	needy := make([]int32, len(a.classes))
 	for i := range a.workers {
 		if w := &a.workers[i]; w.class >= 0 && int64(w.cnt) < a.lo(int32(i)) {
@@ -303,29 +339,19 @@ func (a *allocator) greedySticky(x *extras) int64 {
 			}
 		}
 	}
-	var direct, over int64
 	var mine []int32
-	for _, i := range a.rankOrder() {
+	for _, i := range order {
 		w := &a.workers[i]
+		if w.need == 0 {
+			continue
+		}
 		mine = mine[:0]
 		for _, c := range wCells[wOff[i]:wOff[i+1]] {
 			if x.cells[c].on {
 				mine = append(mine, c)
 			}
 		}
-		lo, hi := a.lo(i), a.hi(i)
-		limit := lo
-		if w.cnt > 0 {
-			direct += min(int64(w.cnt), lo)
-			if int64(w.cnt) > lo && hi > lo {
-				over++
-			}
-		}
-		if int64(len(mine)) > lo && hi > lo && x.xUsed < x.K {
-			limit = lo + 1
-			x.xUsed++
-		}
-		for d := int64(len(mine)) - limit; d > 0; d-- {
+		for d := w.need; d > 0; d-- {
 			best := -1
 			for k, c := range mine {
 				if c < 0 {
@@ -341,9 +367,10 @@ func (a *allocator) greedySticky(x *extras) int64 {
 			free[cell.t]++
 			mine[best] = -1
 		}
-		w.rel = int32(min(int64(len(mine)), limit))
+		w.rel -= w.need
+		w.need = 0
 	}
-	return min(byT, direct+min(over, x.K))
+	return bound
 }
 
 // dropBefore: giving up cell c costs less than giving up cell d: its task list has
@@ -385,21 +412,30 @@ func (a *allocator) rankOrder() []int32 {
 	return out
 }
 
-// byWorker indexes the cells by worker: wCells[wOff[i]:wOff[i+1]] are worker i's.
-func (x *extras) byWorker(N int) (wOff, wCells []int32) {
-	wOff = make([]int32, N+1)
+// byWorker indexes the cells by worker: wCells[wOff[i]:wOff[i+1]] are worker i's, in
+// cell order. With givers, only those of the workers that give cells up (need > 0 in
+// greedySticky) are listed.
+func (a *allocator) byWorker(x *extras, givers bool) (wOff, wCells []int32) {
+	N := len(a.workers)
+	wOff = grow(&a.s.wOff, N+1)
+	n := 0
 	for _, c := range x.cells {
-		wOff[c.w+1]++
+		if !givers || a.workers[c.w].need > 0 {
+			wOff[c.w+1]++
+			n++
+		}
 	}
 	for i := 1; i <= N; i++ {
 		wOff[i] += wOff[i-1]
 	}
-	wCells = make([]int32, len(x.cells))
-	fill := append([]int32(nil), wOff[:N]...)
+	wCells = grow(&a.s.wCells, n)
+	fill := grow(&a.s.fill, N)
+	copy(fill, wOff[:N])
 	for c := range x.cells {
-		w := x.cells[c].w
-		wCells[fill[w]] = int32(c)
-		fill[w]++
+		if w := x.cells[c].w; !givers || a.workers[w].need > 0 {
+			wCells[fill[w]] = int32(c)
+			fill[w]++
+		}
 	}
 	return wOff, wCells
 }
@@ -413,7 +449,7 @@ func (x *extras) byWorker(N int) (wOff, wCells []int32) {
 func (a *allocator) augmentSticky(x *extras) {
 	T, N := len(x.R), len(a.workers)
 	X := T + N
-	wOff, wCells := x.byWorker(N)
+	wOff, wCells := a.byWorker(x, false)
 	prev := make([]int32, X+1)     // node the BFS came from, -1 for none
 	prevCell := make([]int32, X+1) // the cell of that edge, -1 for X's edges
 	seen := make([]bool, X+1)
@@ -499,8 +535,8 @@ func (a *allocator) augmentSticky(x *extras) {
 // completeExtras is step 2. It reports false when some extra found no worker, or some
 // worker ended below lo_k.
 func (a *allocator) completeExtras(tls []aTaskList, x *extras) bool {
-	x.xOff = make([]int32, len(tls)+1)
-	x.xW = make([]int32, 0, x.sumR-sumInt32(x.sT))
+	x.xOff = grow(&a.s.xOff, len(tls)+1)
+	x.xW = grow(&a.s.xW, int(x.sumR-sumInt32(x.sT)))[:0]
 	for t := range tls {
 		a.newStamp()
 		r := x.R[t] - x.sT[t]
@@ -540,9 +576,10 @@ func (a *allocator) completeExtras(tls []aTaskList, x *extras) bool {
 					return false
 				}
 				cl := &a.classes[best]
-				a.takeFree(x, cl.peek)
+				a.takeFiled(x, cl)
 				cl.peek = a.next(cl)
 			}
+			a.applyMoves()
 		}
 		x.xOff[t+1] = int32(len(x.xW))
 	}
@@ -575,6 +612,56 @@ func (a *allocator) takeFree(x *extras, i int32) {
 	w.rel++
 	a.markDirty(i)
 	x.xW = append(x.xW, i)
+}
+
+// takeFiled is takeFree of the member the class's iterator found (peek): it stays filed
+// where it is, and the move of its bit to the next bucket is added to the pending moves
+// (applied by applyMoves once the task list is dealt, a word at a time: the iterator goes
+// through the buckets in member order, so the members it takes share words). Refiling
+// each one (syncBuckets) cost more than dealing the extras.
+func (a *allocator) takeFiled(x *extras, cl *aClass) {
+	i := cl.peek
+	w := &a.workers[i]
+	a.touch(i)
+	w.extra = true
+	if int64(w.rel) >= a.lo(i) {
+		x.xUsed++
+	}
+	w.rel++
+	w.brel++ // == rel: filed under it once the move is applied
+	x.xW = append(x.xW, i)
+	bit := uint64(1) << (uint32(w.member) % 64)
+	c := w.class
+	if n := len(a.moves); n > 0 {
+		if m := &a.moves[n-1]; m.class == c && m.rel == int32(cl.peekRel) && m.word == int32(cl.peekWord) {
+			m.mask |= bit
+			return
+		}
+	}
+	a.moves = append(a.moves, bucketMove{class: c, rel: int32(cl.peekRel), word: int32(cl.peekWord), mask: bit})
+}
+
+// applyMoves moves the pending members' bits from their bucket to the next one.
+func (a *allocator) applyMoves() {
+	for _, m := range a.moves {
+		cl := &a.classes[m.class]
+		n := int32(bits.OnesCount64(m.mask))
+		to := m.rel + 1
+		if int(to) >= len(cl.buckets) || cl.buckets[to] == nil {
+			// addNew of the first member, then the rest of the word below.
+			first := int32(m.word)*64 + int32(bits.TrailingZeros64(m.mask))
+			cl.addNew(first, to)
+			cl.count[to]--
+		}
+		cl.buckets[to][m.word] |= m.mask
+		cl.count[to] += n
+		cl.buckets[m.rel][m.word] &^= m.mask
+		if cl.count[m.rel] -= n; cl.count[m.rel] == 0 {
+			cl.spare = append(cl.spare, cl.buckets[m.rel])
+			cl.buckets[m.rel] = nil
+		}
+	}
+	a.moves = a.moves[:0]
 }
 
 // needier orders workers by cluster-wide need (lo_k − extras so far), then rank.
@@ -663,8 +750,8 @@ func (a *allocator) exactExtras(tls []aTaskList, x *extras) {
 	for c := range x.cells {
 		x.cells[c].on = false // every extra is in xW
 	}
-	x.xOff = make([]int32, T+1)
-	x.xW = make([]int32, 0, x.sumR)
+	x.xOff = grow(&a.s.xOff, T+1)
+	x.xW = grow(&a.s.xW, int(x.sumR))[:0]
 	for t := range tls {
 		for _, e := range cellArc[t] {
 			if g.cap[e] == 0 { // saturated: the worker gets the extra

@@ -842,3 +842,26 @@ func TestAllocDuplicateRows(t *testing.T) {
 		}
 	}
 }
+
+// sameString must be == for every pair of lengths and every position of a difference,
+// in particular around its 8- and 16-byte words.
+func TestSameString(t *testing.T) {
+	base := "0123456789abcdefghijklmnopqrst"
+	for n := 0; n <= 20; n++ {
+		a := base[:n]
+		b := string(append([]byte(nil), a...)) // equal, not sharing memory
+		if !sameString(a, b) {
+			t.Fatalf("len %d: equal strings compare different", n)
+		}
+		for k := 0; k < n; k++ {
+			c := []byte(b)
+			c[k] ^= 0x20
+			if sameString(a, string(c)) {
+				t.Fatalf("len %d: strings differing at byte %d compare equal", n, k)
+			}
+		}
+		if n > 0 && (sameString(a, a[:n-1]) || sameString(a[:n-1], a)) {
+			t.Fatalf("len %d: a prefix compares equal", n)
+		}
+	}
+}
