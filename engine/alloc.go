@@ -217,6 +217,7 @@ type allocScratch struct {
 	cells              []xCell
 	wOff, wCells, fill []int32
 	order, dirty       []int32
+	moved              []int32 // plan: the slots whose target is not their live owner
 	free, takers       []int32
 	// extras' slices (alloc_extras.go); hints and xW are kept after use for their capacity.
 	R, sT, cOff, hOff, xOff, xW, hints []int32
@@ -862,6 +863,7 @@ func (a *allocator) plan(in PlanInput) Plan {
 	if a.s == nil {
 		a.s = new(allocScratch)
 	}
+	a.s.moved = a.s.moved[:0]
 	a.setupWorkers(in)
 
 	// Task lists, sorted and deduplicated; zero-partition lists contribute nothing.
@@ -982,57 +984,68 @@ func (a *allocator) plan(in PlanInput) Plan {
 				}
 			}
 		}
-		if placed == P {
-			continue // nothing left for the pool
+		if placed < P { // else nothing is left for the pool
+			a.dealPool(tg)
 		}
-		// 7. The rest of the pool to the workers below quota, in rank order.
-		a.deficit = a.deficit[:0]
-		for _, i := range a.touched { // all touched already: the loop does not grow it
-			a.addDeficit(i)
-		}
-		for c := range a.classes {
-			if a.classes[c].floor > 0 {
-				for _, i := range a.classes[c].members {
-					a.addDeficit(i)
-				}
+		// 8. The moves: every partition whose target is not its current live owner.
+		for k, to := range tg {
+			if sl := ss[k]; to >= 0 && (sl.kind()&kindMask == kindFree || sl.owner-1 != to) {
+				a.s.moved = append(a.s.moved, int32(tl.off+k))
 			}
-		}
-		for j := 1; j < len(a.deficit); j++ {
-			if a.workers[a.deficit[j-1]].rank > a.workers[a.deficit[j]].rank {
-				slices.SortFunc(a.deficit, a.byRank)
-				break
-			}
-		}
-		d := 0
-		for k := range tg {
-			if tg[k] >= 0 {
-				continue
-			}
-			for a.workers[a.deficit[d]].need == 0 {
-				d++
-			}
-			a.workers[a.deficit[d]].need--
-			tg[k] = a.deficit[d]
 		}
 	}
 
 	if x != nil { // keep what the appends grew for the next plan
 		a.s.hints, a.s.xW = x.hints[:0], x.xW[:0]
 	}
+	return a.outputs(in, p, tls, slots, own, eligibleAny)
+}
 
-	// Outputs, sized exactly. First count, and collect the dead owners that moves come
-	// from: they get indices after the live workers, in id order.
-	nMoves, nAssign, nRel := 0, 0, 0
-	var dead map[string]int32
-	for s, to := range own {
-		if to < 0 {
+// dealPool is step 7 of plan: the partitions of the current task list that no holder
+// kept (tg -1) go to the workers below quota, in rank order.
+func (a *allocator) dealPool(tg []int32) {
+	a.deficit = a.deficit[:0]
+	for _, i := range a.touched { // all touched already: the loop does not grow it
+		a.addDeficit(i)
+	}
+	for c := range a.classes {
+		if a.classes[c].floor > 0 {
+			for _, i := range a.classes[c].members {
+				a.addDeficit(i)
+			}
+		}
+	}
+	for j := 1; j < len(a.deficit); j++ {
+		if a.workers[a.deficit[j-1]].rank > a.workers[a.deficit[j]].rank {
+			slices.SortFunc(a.deficit, a.byRank)
+			break
+		}
+	}
+	d := 0
+	for k := range tg {
+		if tg[k] >= 0 {
 			continue
 		}
-		sl := slots[s]
-		switch sl.kind() & kindMask {
+		for a.workers[a.deficit[d]].need == 0 {
+			d++
+		}
+		a.workers[a.deficit[d]].need--
+		tg[k] = a.deficit[d]
+	}
+}
+
+// outputs fills the plan's moves from the slots plan collected in a.s.moved (in slot
+// order, so sorted), and the rest of the plan's fields.
+func (a *allocator) outputs(in PlanInput, p Plan, tls []aTaskList, slots []aSlot, own []int32, eligibleAny bool) Plan {
+	n := len(slots)
+	// Sized exactly: first count, and collect the dead owners that moves come from: they
+	// get indices after the live workers, in id order.
+	nMoves, nAssign, nRel := len(a.s.moved), 0, 0
+	var dead map[string]int32
+	for _, s := range a.s.moved {
+		switch sl := slots[s]; sl.kind() & kindMask {
 		case kindFree:
 			nAssign++
-			nMoves++
 			if sl.owner < 0 {
 				if dead == nil {
 					dead = map[string]int32{}
@@ -1040,14 +1053,7 @@ func (a *allocator) plan(in PlanInput) Plan {
 				dead[in.Current[-sl.owner-1].Owner] = 0
 			}
 		case kindHeld:
-			if sl.owner-1 != to {
-				nRel++
-				nMoves++
-			}
-		case kindInFlight:
-			if sl.owner-1 != to {
-				nMoves++
-			}
+			nRel++
 		}
 	}
 	p.Workers = a.ids
@@ -1073,37 +1079,30 @@ func (a *allocator) plan(in PlanInput) Plan {
 	}
 	relSlots := make([]int32, 0, nRel)
 	relSrc := make([]int32, 0, nRel)
-	if nMoves > 0 {
-		for t := range tls {
-			tl := &tls[t]
-			ss := slots[tl.off : tl.off+tl.tl.Partitions]
-			for k, to := range p.Owner[t] {
-				if to < 0 {
-					continue
-				}
-				sl := ss[k]
-				o, kd := sl.ownerIx(), sl.kind()&kindMask
-				if kd != kindFree && o == to {
-					continue // stays where it is
-				}
-				from := o
-				if o == deadOwner {
-					from = dead[in.Current[-sl.owner-1].Owner]
-				}
-				m := PlanMove{TaskList: int32(t), Partition: int32(k), From: from, To: to}
-				p.Moves = append(p.Moves, m)
-				switch kd {
-				case kindFree:
-					if !sameAssign {
-						p.Assign = append(p.Assign, m)
-					}
-				case kindHeld:
-					relSlots = append(relSlots, int32(len(p.Moves)-1))
-					relSrc = append(relSrc, o)
-				}
+	t := 0
+	for _, s := range a.s.moved {
+		for int(s) >= tls[t].off+tls[t].tl.Partitions {
+			t++
+		}
+		sl := slots[s]
+		o, kd := sl.ownerIx(), sl.kind()&kindMask
+		from := o
+		if o == deadOwner {
+			from = dead[in.Current[-sl.owner-1].Owner]
+		}
+		m := PlanMove{TaskList: int32(t), Partition: s - int32(tls[t].off), From: from, To: own[s]}
+		p.Moves = append(p.Moves, m)
+		switch kd {
+		case kindFree:
+			if !sameAssign {
+				p.Assign = append(p.Assign, m)
 			}
+		case kindHeld:
+			relSlots = append(relSlots, int32(len(p.Moves)-1))
+			relSrc = append(relSrc, o)
 		}
 	}
+	a.s.moved = a.s.moved[:0]
 	if sameAssign {
 		p.Assign = p.Moves
 	}
