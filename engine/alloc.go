@@ -73,6 +73,16 @@ type PlanInput struct {
 	// MaxInFlightPerWorker bounds those releasing from one worker.
 	MaxInFlight          int
 	MaxInFlightPerWorker int
+	// Previous is the plan this caller made last (nil: none), so that a target is kept
+	// while it is reached round by round. Where the rules leave a choice the allocator
+	// takes the previous plan's: its extras (which workers get the ceiling of which task
+	// list) when they still meet both levels of balance with the fewest moves, and a
+	// partition left to the pool goes first to its previous target if that worker still
+	// needs one. It never costs a move or balance: the plan is as minimal as without it.
+	// A previous plan that no longer fits (task lists or workers changed, a plan of another
+	// cluster) is ignored where it does not apply. Only a Plan returned by PlanAssignments
+	// carries its extras; the allocator reads it and keeps no reference to it.
+	Previous *Plan
 }
 
 // Placement is one partition's target owner ("" when no worker is eligible).
@@ -131,6 +141,12 @@ type Plan struct {
 	// InFlight is the number of partitions Releasing from a live owner before this plan
 	// (they count against MaxInFlight).
 	InFlight int
+
+	// extraOff, extraW: the extras this plan chose (see alloc_extras.go): the workers
+	// given the ceiling of TaskLists[t] are extraW[extraOff[t]:extraOff[t+1]]. Kept for
+	// a next plan that gets this one as PlanInput.Previous (alloc_previous.go); O(extras),
+	// never more than the partitions.
+	extraOff, extraW []int32
 }
 
 // WorkerID is the id of worker index i, "" for -1.
@@ -225,6 +241,8 @@ type allocScratch struct {
 	R, sT, cOff, hOff, xOff, xW, hints []int32
 	P                                  []int
 	flags                              []uint8
+	// the previous plan's indices mapped to this plan's (alloc_previous.go).
+	prevT, prevW, prevCnt []int32
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(allocScratch) }}
@@ -419,6 +437,7 @@ type allocator struct {
 	s         *allocScratch // nil: allocate afresh (tests)
 	forceFast bool          // tests: never solve the extras exactly unless the fast path fails
 	lastExact bool          // tests: the extras were solved exactly
+	prev      *Plan         // PlanInput.Previous where it applies (alloc_previous.go), else nil
 	ids       []string      // the distinct worker ids, sorted: worker i is ids[i]
 	workers   []aWorker
 	classes   []aClass
@@ -894,6 +913,7 @@ func (a *allocator) plan(in PlanInput) Plan {
 		p.TaskLists[i] = tls[i].tl
 	}
 
+	a.usePrevious(in.Previous, tls)
 	slots := grow(&a.s.slots, n)
 	a.readRows(in.Current, slots, tlFinder{tls: tls, last: -1})
 
@@ -987,7 +1007,7 @@ func (a *allocator) plan(in PlanInput) Plan {
 			}
 		}
 		if placed < P { // else nothing is left for the pool
-			a.dealPool(tg)
+			a.dealPool(t, tg)
 		}
 		// 8. The moves: every partition whose target is not its current live owner.
 		for k, to := range tg {
@@ -998,14 +1018,16 @@ func (a *allocator) plan(in PlanInput) Plan {
 	}
 
 	if x != nil { // keep what the appends grew for the next plan
+		p.extraOff, p.extraW = x.solution()
 		a.s.hints, a.s.xW = x.hints[:0], x.xW[:0]
 	}
 	return a.outputs(in, p, tls, slots, own, eligibleAny)
 }
 
-// dealPool is step 7 of plan: the partitions of the current task list that no holder
-// kept (tg -1) go to the workers below quota, in rank order.
-func (a *allocator) dealPool(tg []int32) {
+// dealPool is step 7 of plan: the partitions of task list t that no holder kept (tg -1)
+// go to the workers below quota: first to their previous target (poolToPrevious), the
+// rest in rank order.
+func (a *allocator) dealPool(t int, tg []int32) {
 	a.deficit = a.deficit[:0]
 	for _, i := range a.touched { // all touched already: the loop does not grow it
 		a.addDeficit(i)
@@ -1022,6 +1044,9 @@ func (a *allocator) dealPool(tg []int32) {
 			slices.SortFunc(a.deficit, a.byRank)
 			break
 		}
+	}
+	if a.prev != nil {
+		a.poolToPrevious(t, tg)
 	}
 	d := 0
 	for k := range tg {

@@ -38,10 +38,19 @@ import (
 // When step 2 succeeds the plan keeps as many sticky cells as step 1's upper bound: no
 // assignment meeting both levels moves fewer partitions.
 //
-// Where ties leave freedom, two preferences keep plans from drifting while a rebalance
-// is under way: sticky cells reached through a Releasing row (a handoff in flight) are
-// taken first, and a free extra goes first to the worker that an acknowledged release
-// named as its target (the hint), so the next plan reproduces the target of the last.
+// Where ties leave freedom, the next plan must name the same target as the last while a
+// rebalance is under way (no drift: no partition moves that the first plan did not move,
+// and the rounds stay the fewest the throttle allows). Step 3 is canonical: its ties go
+// by one fixed order (exactExtras). Steps 1 and 2 are not: they prefer sticky cells
+// reached through a Releasing row (a handoff in flight) and give a free extra first to
+// the worker an acknowledged release named as its target (the hint), which is enough
+// for the usual shapes, but on irregular inputs, after some handoffs, they can settle on
+// another split of the extras that is just as good. What keeps the target there is the
+// caller's previous plan (PlanInput.Previous, alloc_previous.go): after step 1, when its
+// extras are still a solution with as many sticky extras as step 1's maximum, they are
+// taken as they are and step 2 is skipped. While a target is being reached that is
+// always so, as a completed handoff only makes sticky a cell the target gives an extra
+// and only stops one being sticky that it does not.
 
 // xCell is a sticky cell: a task list and a worker holding more than its floor of it.
 type xCell struct {
@@ -209,6 +218,10 @@ func (a *allocator) solveExtras(tls []aTaskList, slots []aSlot) *extras {
 	}
 	if chosen < bound {
 		a.augmentSticky(x)
+	}
+	// The previous plan's extras, if they are as good: see alloc_previous.go.
+	if a.prev != nil && a.adoptPrevious(tls, x) {
+		return x
 	}
 	for _, c := range x.cells {
 		if c.on {

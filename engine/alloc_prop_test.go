@@ -226,106 +226,187 @@ func rowsOf(m map[PartitionID]Assignment) []Assignment {
 // max(⌈M/MaxInFlight⌉, max over workers ⌈m_w/MaxInFlightPerWorker⌉) rounds of releases,
 // where M moves (m_w from worker w) must leave a live owner. No row is released twice.
 func TestAllocPropThrottledRounds(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) { checkThrottledRounds(t, PlanAssignments) })
+}
+
+// Rule 6 through the fast path (greedy sticky cells, augmenting paths, need-ordered
+// completion), which inputs over exactCells cells take: its ties are not broken by one
+// fixed order as exactExtras' are, so what keeps the target from drifting is the
+// previous plan passed back (PlanInput.Previous).
+func TestAllocPropThrottledRoundsFastPath(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
-		var in PlanInput
-		if rapid.Bool().Draw(t, "scenario") {
-			in = genScenario(t, false)
-		} else {
-			in = genInput(t, []PartitionState{Unassigned, Assigned, Deleted})
-		}
-		r := normalize(in)
-		rows := map[PartitionID]Assignment{}
-		for id, row := range r.rows {
-			rows[id] = row
-		}
-		first := PlanAssignments(in)
-		perW := map[string]int{}
-		m := 0
-		for _, mv := range first.ExpandMoves(first.Moves) {
-			if r.isLive(mv.From) {
-				m++
-				perW[mv.From]++
-			}
-		}
-		want := 0
-		if m > 0 {
-			want = 1
-			if in.MaxInFlight > 0 {
-				want = max(want, (m+in.MaxInFlight-1)/in.MaxInFlight)
-			}
-			if in.MaxInFlightPerWorker > 0 {
-				for _, c := range perW {
-					want = max(want, (c+in.MaxInFlightPerWorker-1)/in.MaxInFlightPerWorker)
-				}
-			}
-		}
-		releaseRounds := 0
-		cur := in
-		for round := 0; ; round++ {
-			if round > 100 {
-				t.Fatalf("not settled after 100 rounds")
-			}
-			cur.Current = rowsOf(rows)
-			p := PlanAssignments(cur)
-			if err := checkPlan(cur, p); err != nil {
-				t.Fatalf("round %d: %v", round, err)
-			}
-			if len(p.Moves) == 0 {
-				// No drift: the target announced by the first plan is the one reached.
-				if !reflect.DeepEqual(p.Targets(), first.Targets()) {
-					t.Fatalf("settled target differs from the first plan's:\n got %v\nwant %v", p.Targets(), first.Targets())
-				}
-				break
-			}
-			if len(p.Release) > 0 {
-				releaseRounds++
-			}
-			applyRound(rows, p, func(PartitionID) bool { return true })
-		}
-		if releaseRounds != want {
-			t.Fatalf("%d rounds of releases, the throttle allows %d (M=%d, per worker %v)", releaseRounds, want, m, perW)
-		}
+		checkThrottledRounds(t, func(in PlanInput) Plan {
+			a := allocator{forceFast: true}
+			return a.plan(in)
+		})
 	})
+}
+
+// checkThrottledRounds plans round after round with plan, as a coordinator does, and
+// checks that the first plan's target is reached, moving only what the first plan
+// moved, in the fewest rounds the throttle allows.
+func checkThrottledRounds(t *rapid.T, plan func(PlanInput) Plan) {
+	var in PlanInput
+	if rapid.Bool().Draw(t, "scenario") {
+		in = genScenario(t, false)
+	} else {
+		in = genInput(t, []PartitionState{Unassigned, Assigned, Deleted})
+	}
+	r := normalize(in)
+	rows := map[PartitionID]Assignment{}
+	for id, row := range r.rows {
+		rows[id] = row
+	}
+	first := plan(in)
+	perW := map[string]int{}
+	m := 0
+	for _, mv := range first.ExpandMoves(first.Moves) {
+		if r.isLive(mv.From) {
+			m++
+			perW[mv.From]++
+		}
+	}
+	want := 0
+	if m > 0 {
+		want = 1
+		if in.MaxInFlight > 0 {
+			want = max(want, (m+in.MaxInFlight-1)/in.MaxInFlight)
+		}
+		if in.MaxInFlightPerWorker > 0 {
+			for _, c := range perW {
+				want = max(want, (c+in.MaxInFlightPerWorker-1)/in.MaxInFlightPerWorker)
+			}
+		}
+	}
+	releaseRounds := 0
+	cur := in
+	prev := first
+	for round := 0; ; round++ {
+		if round > 100 {
+			t.Fatalf("not settled after 100 rounds")
+		}
+		cur.Current = rowsOf(rows)
+		cur.Previous = &prev
+		p := plan(cur)
+		if err := checkPlan(cur, p); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if len(p.Moves) == 0 {
+			// No drift: the target announced by the first plan is the one reached.
+			if !reflect.DeepEqual(p.Targets(), first.Targets()) {
+				t.Fatalf("round %d: settled target differs from the first plan's:\n got %v\nwant %v", round, p.Targets(), first.Targets())
+			}
+			break
+		}
+		if len(p.Release) > 0 {
+			releaseRounds++
+		}
+		applyRound(rows, p, func(PartitionID) bool { return true })
+		prev = p
+	}
+	if releaseRounds != want {
+		t.Fatalf("%d rounds of releases, the throttle allows %d (M=%d, per worker %v)", releaseRounds, want, m, perW)
+	}
 }
 
 // Rule 6 with acknowledgements that arrive late, in any order: every plan stays within
 // the throttle (checkPlan), never re-releases a Releasing row, and once acks flow the
-// assignment settles.
+// assignment settles. Each plan gets the one before as Previous, as the coordinator's do.
 func TestAllocPropThrottledLateAcks(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) { checkLateAcks(t, PlanAssignments) })
+}
+
+// The same through the fast path, where the previous plan's extras are reused.
+func TestAllocPropThrottledLateAcksFastPath(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		checkLateAcks(t, func(in PlanInput) Plan {
+			a := allocator{forceFast: true}
+			return a.plan(in)
+		})
+	})
+}
+
+func checkLateAcks(t *rapid.T, plan func(PlanInput) Plan) {
+	in := genInput(t, allStates)
+	if rapid.Bool().Draw(t, "scenario") {
+		in = genScenario(t, true)
+	}
+	r := normalize(in)
+	rows := map[PartitionID]Assignment{}
+	for id, row := range r.rows {
+		rows[id] = row
+	}
+	cur := in
+	for round := 0; ; round++ {
+		if round > 150 {
+			t.Fatalf("not settled after 150 rounds")
+		}
+		cur.Current = rowsOf(rows)
+		p := plan(cur)
+		if err := checkPlan(cur, p); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		for _, m := range p.ExpandMoves(p.Release) {
+			if rows[m.Partition].State == Releasing {
+				t.Fatalf("round %d: %v released again while Releasing", round, m.Partition)
+			}
+		}
+		if len(p.Moves) == 0 && p.InFlight == 0 {
+			break
+		}
+		// For the first rounds acks are random; later all arrive (faults stop).
+		late := round < 20
+		applyRound(rows, p, func(id PartitionID) bool {
+			return !late || rapid.Bool().Draw(t, "ack")
+		})
+		// Owners that are gone never ack; their rows are assigned by the next plan.
+		cur.Previous = &p
+	}
+}
+
+// A previous plan that does not fit the input (another cluster's, one from before
+// workers joined, left or drained, or task lists changed) costs nothing: the plan still
+// meets every rule, on both paths, and is the same for any order of the input.
+func TestAllocPropStalePrevious(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		in := genInput(t, allStates)
 		if rapid.Bool().Draw(t, "scenario") {
 			in = genScenario(t, true)
 		}
-		r := normalize(in)
-		rows := map[PartitionID]Assignment{}
-		for id, row := range r.rows {
-			rows[id] = row
+		other := genInput(t, allStates)
+		if rapid.Bool().Draw(t, "otherScenario") {
+			other = genScenario(t, true)
 		}
-		cur := in
-		for round := 0; ; round++ {
-			if round > 150 {
-				t.Fatalf("not settled after 150 rounds")
+		if rapid.Bool().Draw(t, "sameTaskLists") {
+			other.TaskLists = in.TaskLists
+		}
+		if rapid.Bool().Draw(t, "sameWorkers") {
+			other.Workers = in.Workers
+		}
+		for _, fast := range []bool{false, true} {
+			plan := func(in PlanInput) Plan {
+				a := allocator{forceFast: fast}
+				return a.plan(in)
 			}
-			cur.Current = rowsOf(rows)
-			p := PlanAssignments(cur)
-			if err := checkPlan(cur, p); err != nil {
-				t.Fatalf("round %d: %v", round, err)
+			prev := plan(other)
+			in.Previous = &prev
+			p := plan(in)
+			if err := checkPlan(in, p); err != nil {
+				t.Fatalf("fast path %v: %v", fast, err)
 			}
-			for _, m := range p.ExpandMoves(p.Release) {
-				if rows[m.Partition].State == Releasing {
-					t.Fatalf("round %d: %v released again while Releasing", round, m.Partition)
-				}
+			sh := in
+			sh.TaskLists = shuffled(t, in.TaskLists, "tl")
+			sh.Workers = shuffled(t, in.Workers, "w")
+			sh.Current = shuffled(t, in.Current, "row")
+			if q := plan(sh); !reflect.DeepEqual(q, p) {
+				t.Fatalf("fast path %v: shuffled input plans differently", fast)
 			}
-			if len(p.Moves) == 0 && p.InFlight == 0 {
-				break
+			again := in
+			again.Current = asCurrent(p)
+			again.Previous = &p
+			if q := plan(again); len(q.Moves) != 0 {
+				t.Fatalf("fast path %v: re-planning from the target moves %v", fast, q.Moves)
 			}
-			// For the first rounds acks are random; later all arrive (faults stop).
-			late := round < 20
-			applyRound(rows, p, func(id PartitionID) bool {
-				return !late || rapid.Bool().Draw(t, "ack")
-			})
-			// Owners that are gone never ack; their rows are assigned by the next plan.
 		}
 	})
 }

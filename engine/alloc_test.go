@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -863,5 +864,153 @@ func TestSameString(t *testing.T) {
 		if n > 0 && (sameString(a, a[:n-1]) || sameString(a[:n-1], a)) {
 			t.Fatalf("len %d: a prefix compares equal", n)
 		}
+	}
+}
+
+// The case TestAllocPropThrottledRoundsFastPath found (rapid seed 8451766553299192015):
+// after w1, w2 and w4 leave, w3 goes from capacity 2 to 1 and w6 joins, every worker
+// must take exactly two of the three task lists' extras, and the fast path picked a
+// different but equally good split at the fourth round, so d0/t2/2 and d0/t3/1 moved
+// to workers the first plan did not name. With each plan passed to the next as
+// Previous, the rounds reach the first plan's target, moving only what it moved.
+func TestAllocFastPathNoDrift(t *testing.T) {
+	before := PlanInput{
+		TaskLists: []TaskList{tl("d0", "t3", 2), tl("d0", "t2", 4), tl("d0", "t1", 9)},
+		Workers:   []Worker{wk("w0", 2), wk("w1", 1), wk("w2", 1), wk("w3", 2), wk("w4", 1)},
+	}
+	in := PlanInput{
+		TaskLists:            before.TaskLists,
+		Workers:              []Worker{wk("w0", 2), wk("w3", 1), wk("w6", 2)},
+		Current:              asCurrent(PlanAssignments(before)),
+		MaxInFlightPerWorker: 1,
+	}
+	plan := func(in PlanInput) Plan {
+		a := allocator{forceFast: true}
+		return a.plan(in)
+	}
+	first := plan(in)
+	if err := checkPlan(in, first); err != nil {
+		t.Fatal(err)
+	}
+	rows := map[PartitionID]Assignment{}
+	for _, r := range in.Current {
+		rows[r.Partition] = r
+	}
+	var released []PartitionID
+	prev := first
+	for round := 0; ; round++ {
+		if round > 20 {
+			t.Fatal("not settled after 20 rounds")
+		}
+		in.Current, in.Previous = rowsOf(rows), &prev
+		p := plan(in)
+		if err := checkPlan(in, p); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if len(p.Moves) == 0 {
+			if !reflect.DeepEqual(p.Targets(), first.Targets()) {
+				t.Fatalf("round %d: settled target differs from the first plan's:\n got %v\nwant %v", round, p.Targets(), first.Targets())
+			}
+			break
+		}
+		for _, m := range p.ExpandMoves(p.Release) {
+			released = append(released, m.Partition)
+		}
+		applyRound(rows, p, func(PartitionID) bool { return true })
+		prev = p
+	}
+	var want []PartitionID // the first plan's moves away from a live owner
+	for _, m := range first.ExpandMoves(first.Moves) {
+		if slices.Contains([]string{"w0", "w3", "w6"}, m.From) {
+			want = append(want, m.Partition)
+		}
+	}
+	slices.SortFunc(released, ComparePartitions)
+	slices.SortFunc(want, ComparePartitions)
+	if !slices.Equal(released, want) {
+		t.Fatalf("released %v, the first plan moved %v from live owners", released, want)
+	}
+}
+
+// A previous plan that does not fit costs nothing and breaks nothing: another
+// cluster's is ignored (the plan is the one made without it), and one from before a
+// join, or one whose fields are out of range or out of order, still gives a plan that
+// meets every rule.
+func TestAllocPreviousStaleHarmless(t *testing.T) {
+	before := PlanInput{
+		TaskLists: []TaskList{tl("d", "a", 10), tl("d", "b", 7), tl("d", "c", 3)},
+		Workers:   []Worker{wk("w1", 1), wk("w2", 2), wk("w3", 1)},
+	}
+	in := PlanInput{
+		TaskLists:   before.TaskLists,
+		Workers:     append(slices.Clone(before.Workers), wk("w4", 1)),
+		Current:     asCurrent(PlanAssignments(before)),
+		MaxInFlight: 2,
+	}
+	for _, fast := range []bool{false, true} {
+		plan := func(in PlanInput) Plan {
+			a := allocator{forceFast: fast}
+			return a.plan(in)
+		}
+		want := plan(in)
+		foreign := plan(PlanInput{TaskLists: []TaskList{tl("x", "y", 12)}, Workers: []Worker{wk("v1", 1), wk("v2", 1)}})
+		old := plan(before)
+		bad := func(f func(p *Plan)) Plan {
+			p := plan(in)
+			p.Owner = slices.Clone(p.Owner)
+			for t := range p.Owner {
+				p.Owner[t] = slices.Clone(p.Owner[t])
+			}
+			p.Workers = slices.Clone(p.Workers)
+			p.extraOff, p.extraW = slices.Clone(p.extraOff), slices.Clone(p.extraW)
+			f(&p)
+			return p
+		}
+		cases := map[string]Plan{
+			"foreign cluster":       foreign,
+			"before the join":       old,
+			"extras cut short":      bad(func(p *Plan) { p.extraOff = p.extraOff[:1] }),
+			"extras out of range":   bad(func(p *Plan) { p.extraW = append(p.extraW, 99, -5); p.extraOff[len(p.extraOff)-1] += 2 }),
+			"extras offsets broken": bad(func(p *Plan) { p.extraOff[0] = 1 << 20 }),
+			"owners out of range":   bad(func(p *Plan) { p.Owner[0][0], p.Owner[1][1] = 1<<20, -7 }),
+			"owners cut short":      bad(func(p *Plan) { p.Owner[2] = nil }),
+			"owner lists missing":   bad(func(p *Plan) { p.Owner = p.Owner[:1] }),
+			"workers reversed":      bad(func(p *Plan) { slices.Reverse(p.Workers) }),
+			"no extras recorded":    bad(func(p *Plan) { p.extraOff, p.extraW = nil, nil }),
+			"zero plan":             {},
+		}
+		names := slices.Sorted(maps.Keys(cases))
+		for _, name := range names {
+			prev := cases[name]
+			in := in
+			in.Previous = &prev
+			got := plan(in)
+			if err := checkPlan(in, got); err != nil {
+				t.Errorf("fast %v, %s: %v", fast, name, err)
+			}
+			if name == "foreign cluster" || name == "zero plan" || name == "owner lists missing" {
+				if !reflect.DeepEqual(got, want) {
+					t.Errorf("fast %v, %s: the plan differs from the one made without it", fast, name)
+				}
+			}
+		}
+	}
+}
+
+// A partition left to the pool goes to its previous target when that worker still
+// needs one, rather than by rank: here the previous plan sent d/t/0 to w2 and d/t/1 to
+// w1 (both unassigned now, say the assignments were not written), and so does the plan.
+func TestAllocPoolToPrevious(t *testing.T) {
+	in := PlanInput{TaskLists: []TaskList{tl("d", "t", 2)}, Workers: []Worker{wk("w1", 1), wk("w2", 1)}}
+	if p := PlanAssignments(in); p.TargetOf(pid("d", "t", 0)) != "w1" {
+		t.Fatalf("without a previous plan d/t/0 goes to %q, want w1 (rank order)", p.TargetOf(pid("d", "t", 0)))
+	}
+	in.Previous = &Plan{TaskLists: in.TaskLists, Workers: []string{"w1", "w2"}, Owner: [][]int32{{1, 0}}}
+	p := PlanAssignments(in)
+	if err := checkPlan(in, p); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := p.TargetOf(pid("d", "t", 0)), p.TargetOf(pid("d", "t", 1)); a != "w2" || b != "w1" {
+		t.Fatalf("d/t/0 → %q, d/t/1 → %q; the previous plan said w2, w1", a, b)
 	}
 }

@@ -44,6 +44,14 @@ type coordinator struct {
 	planned   bool
 	lastLive  []liveNode
 	lastLists []TaskList
+	// lastPlan is the last plan made in this term (its targets and extras, not its
+	// moves), passed back as PlanInput.Previous so that the target it named is the one
+	// reached, round after round (the allocator's fast path does not otherwise promise
+	// to name the same one of several equally good targets twice). A new coordinator
+	// (failover, or this node elected again) starts without one, which is fine: its
+	// first plan is still minimal for the rows it reads, it may only name another
+	// target than the old coordinator's, and from then on keeps its own.
+	lastPlan *Plan
 
 	// Give-backs (giveback.go): who gave what back when (store time), the store's time
 	// of the last read, and the partitions held because they fail everywhere.
@@ -178,7 +186,7 @@ func (n *Node) onAcquire(p *pendingReq, v any, err error) {
 	c.renewNext = p.sent.Add(n.cfg.RenewInterval)
 	c.tickNext = n.now
 	c.needFull = true
-	c.planned = false
+	c.planned, c.lastPlan = false, nil
 	n.event("became_coordinator", fmt.Sprintf("epoch %d until %v", c.epoch, until))
 }
 
@@ -229,7 +237,7 @@ func (n *Node) stepDown(reason string) {
 	n.dropPending(func(p *pendingReq) bool { return p.kind.coordinator() })
 	c.renewInFlight, c.readInFlight, c.applyInFlight = false, false, false
 	c.rows, c.rowIndex, c.rev, c.nodes, c.lists, c.releasing = nil, nil, 0, nil, nil, 0
-	c.planned, c.lastLive, c.lastLists = false, nil, nil
+	c.planned, c.lastLive, c.lastLists, c.lastPlan = false, nil, nil, nil
 	c.coolDown, c.failing = nil, nil
 	c.leaseUntil = time.Time{}
 	c.pollNext = n.now.Add(n.retryDelay())
@@ -405,7 +413,11 @@ func (n *Node) planAndApply(rowsChanged bool) {
 		Current:              current,
 		MaxInFlight:          n.cfg.MaxInFlight,
 		MaxInFlightPerWorker: n.cfg.MaxInFlightPerWorker,
+		Previous:             c.lastPlan,
 	})
+	last := plan
+	last.Moves, last.Assign, last.Release = nil, nil, nil // only targets and extras are read back
+	c.lastPlan = &last
 
 	// At most one change per row; slot i is the change to c.rows[i] (Kind 0: none), so
 	// the batch comes out sorted by partition without a sort.
