@@ -78,6 +78,13 @@ func settle(in engine.PlanInput) []engine.Assignment {
 	return rows
 }
 
+// settled is settle's rows and the plan that made them.
+func settled(in engine.PlanInput) ([]engine.Assignment, *engine.Plan) {
+	p := engine.PlanAssignments(in)
+	p.Moves, p.Assign, p.Release = nil, nil, nil // as the coordinator keeps it
+	return settle(in), &p
+}
+
 // minMoves is a lower bound of the fewest moves any plan meeting both levels of balance
 // needs, computed here from counts rather than by the allocator: every partition without
 // an eligible holder moves, and every partition a worker holds above its floor of a task
@@ -210,15 +217,17 @@ func BenchmarkAlloc(b *testing.B) {
 		b.Run(s.name+"/scratch", func(b *testing.B) {
 			benchPlan(b, allocCluster(s))
 		})
+		// A coordinator passes its last plan back (PlanInput.Previous): here the plan that
+		// settled the cluster before the join or leave.
 		b.Run(s.name+"/join", func(b *testing.B) {
 			in := allocCluster(s)
-			in.Current = settle(in)
+			in.Current, in.Previous = settled(in)
 			in.Workers = append(in.Workers, s.worker(s.workers))
 			benchPlan(b, in)
 		})
 		b.Run(s.name+"/leave", func(b *testing.B) {
 			in := allocCluster(s)
-			in.Current = settle(in)
+			in.Current, in.Previous = settled(in)
 			in.Workers = in.Workers[1:]
 			benchPlan(b, in)
 		})

@@ -145,40 +145,22 @@ func (a *allocator) prevExtras(t int) ([]int32, bool) {
 // step 1 found (its maximum flow: no solution has more), and reports whether it did. On
 // true, x and every worker's rel hold that solution, as completeExtras would leave them.
 func (a *allocator) adoptPrevious(tls []aTaskList, x *extras) bool {
+	// First the cheap tests, which reject the previous extras after a join or a leave
+	// (a worker gone, or one below its new cluster-wide share): the counts per task list
+	// and per worker.
 	cnt := grow(&a.s.prevCnt, len(a.workers)) // extras per worker
-	var sticky, best int64
 	for t := range tls {
-		best += int64(x.sT[t])
 		ws, ok := a.prevExtras(t)
 		if !ok || len(ws) != int(x.R[t]) {
 			return false
 		}
-		if len(ws) == 0 {
-			continue
-		}
-		a.newStamp()
-		a.classQuotas(x.P[t])
 		for _, j := range ws {
 			i := a.prevWorker(j)
-			if !a.eligible(i) || !a.classes[a.workers[i].class].frac {
-				return false // gone, draining, or its share of t is whole now
+			if !a.eligible(i) {
+				return false // gone or draining
 			}
-			a.touch(i)
-			w := &a.workers[i]
-			if w.extra {
-				return false // listed twice
-			}
-			w.extra = true
 			cnt[i]++
 		}
-		for _, c := range x.cells[x.cOff[t]:x.cOff[t+1]] {
-			if w := &a.workers[c.w]; w.stamp == a.stamp && w.extra {
-				sticky++
-			}
-		}
-	}
-	if sticky < best {
-		return false
 	}
 	for i := range a.workers {
 		if a.workers[i].class < 0 {
@@ -189,6 +171,38 @@ func (a *allocator) adoptPrevious(tls []aTaskList, x *extras) bool {
 		if e := int64(cnt[i]); e < a.lo(int32(i)) || e > a.hi(int32(i)) {
 			return false
 		}
+	}
+	// Then per task list: distinct workers whose share is not whole, and as many extras
+	// on sticky cells as step 1's maximum.
+	var sticky, best int64
+	for t := range tls {
+		best += int64(x.sT[t])
+		ws, _ := a.prevExtras(t)
+		if len(ws) == 0 {
+			continue
+		}
+		a.newStamp()
+		a.classQuotas(x.P[t])
+		for _, j := range ws {
+			i := a.prevWorker(j)
+			if !a.classes[a.workers[i].class].frac {
+				return false // its share of t is whole now
+			}
+			a.touch(i)
+			w := &a.workers[i]
+			if w.extra {
+				return false // listed twice
+			}
+			w.extra = true
+		}
+		for _, c := range x.cells[x.cOff[t]:x.cOff[t+1]] {
+			if w := &a.workers[c.w]; w.stamp == a.stamp && w.extra {
+				sticky++
+			}
+		}
+	}
+	if sticky < best {
+		return false
 	}
 
 	// Adopt: the cells the previous extras fall on are on, the others go to xW.
@@ -266,14 +280,8 @@ func (a *allocator) poolToPrevious(t int, tg []int32) {
 // of the scratch memory that the next plan reuses.
 func (x *extras) solution() (off, ws []int32) {
 	T := len(x.R)
-	n := len(x.xW)
-	for _, c := range x.cells {
-		if c.on {
-			n++
-		}
-	}
 	off = make([]int32, T+1)
-	ws = make([]int32, 0, n)
+	ws = make([]int32, 0, x.sumR) // every extra is on a sticky cell or in xW
 	for t := 0; t < T; t++ {
 		for _, c := range x.cells[x.cOff[t]:x.cOff[t+1]] {
 			if c.on {
