@@ -333,7 +333,7 @@ func BenchmarkAllocFloor(b *testing.B) {
 // Inputs this large take the allocator's fast path (not the exact solver the engine's
 // small property tests exercise). A join and a leave, throttled to 7 releases at a time
 // and applied round after round as a coordinator would (every release acknowledged
-// before the next plan), must reach the target the first plan named in the fewest
+// before the next plan, the last plan passed back as PlanInput.Previous), must reach the target the first plan named in the fewest
 // rounds the throttle allows, moving only the first plan's moves.
 func TestAllocThrottledRoundsFastPath(t *testing.T) {
 	for _, s := range []allocSize{
@@ -352,6 +352,7 @@ func TestAllocThrottledRoundsFastPath(t *testing.T) {
 			}
 			in.MaxInFlight = 7
 			first := engine.PlanAssignments(in)
+			in.Previous = &first // as the coordinator passes its last plan back
 			want := first.Targets()
 			rows := map[engine.PartitionID]engine.Assignment{}
 			for _, r := range in.Current {
@@ -367,6 +368,7 @@ func TestAllocThrottledRoundsFastPath(t *testing.T) {
 					}
 				}
 				p := engine.PlanAssignments(in)
+				in.Previous = &p
 				if len(p.Moves) == 0 {
 					break
 				}
