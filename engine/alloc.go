@@ -133,7 +133,9 @@ type Plan struct {
 	// Release: moves away from a live owner to start now (state → Releasing), within the
 	// throttle. Partitions already Releasing are never in here.
 	Release []PlanMove
-	// Reason is set when partitions are left without an owner (no eligible worker).
+	// Reason is set when partitions are left without an owner (no eligible worker), or
+	// when the cluster-wide level of balance is only met best effort (a safeguard that
+	// should never fire: see alloc_repair.go).
 	Reason string
 	// Spread is the cluster-wide spread: max − min over eligible workers of
 	// (total partitions held ÷ capacity), scaled ×1000 to stay integral.
@@ -438,6 +440,7 @@ type allocator struct {
 	forceFast bool          // tests: never solve the extras exactly unless the fast path fails
 	lastExact bool          // tests: the extras were solved exactly
 	prev      *Plan         // PlanInput.Previous where it applies (alloc_previous.go), else nil
+	repair    repairInfo    // tests: knobs and counts of steps 3 and 4 (alloc_repair.go)
 	ids       []string      // the distinct worker ids, sorted: worker i is ids[i]
 	workers   []aWorker
 	classes   []aClass
@@ -926,7 +929,7 @@ func (a *allocator) plan(in PlanInput) Plan {
 	var x *extras
 	if eligibleAny {
 		x = a.solveExtras(tls, slots)
-		p.InFlight = x.inflight
+		p.InFlight, p.Reason = x.inflight, x.reason
 	}
 	for t := range tls {
 		tl := &tls[t]

@@ -31,12 +31,21 @@ import (
 //     K are. This is the greedy that realises degree sequences on a complete bipartite
 //     graph (Ryser), and all workers of a class are alike, so it nearly always succeeds.
 //  3. If it does not (task lists whose extras only some classes can take, with small
-//     numbers), an exact min-cost flow over the explicit task list × worker table solves
-//     the whole problem instead. It is the only part whose cost is not linear in the
-//     partitions, and it runs only on small irregular inputs.
+//     numbers), step 2 is dealt to the end, counting the extras that found no worker,
+//     and each of those is placed by an augmenting path over the implicit task list ×
+//     worker graph: the worker that takes it gives up another extra, which another
+//     worker takes, … until one with room (alloc_repair.go). A plan meeting both levels
+//     always exists, so a path always does; paths that make workers give up only free
+//     extras are preferred, and cost O(T + N + extras) each at worst.
+//  4. Only if that fails (a bug), a last resort: an exact min-cost flow over the explicit
+//     table (exactExtras) when it is small, else every task list balanced with the
+//     cluster-wide level best effort, said in Plan.Reason. Small inputs (≤ exactCells
+//     cells) skip steps 1–3 and are solved exactly from the start, for the canonical
+//     tie-break that keeps their targets from drifting (see exactExtras).
 //
-// When step 2 succeeds the plan keeps as many sticky cells as step 1's upper bound: no
-// assignment meeting both levels moves fewer partitions.
+// When step 2 succeeds, or step 3 makes no worker give up a sticky extra, the plan keeps
+// as many sticky cells as step 1's upper bound: no assignment meeting both levels moves
+// fewer partitions.
 //
 // Where ties leave freedom, the next plan must name the same target as the last while a
 // rebalance is under way (no drift: no partition moves that the first plan did not move,
@@ -76,7 +85,8 @@ type extras struct {
 	xOff []int32
 	xW   []int32
 
-	exact bool // step 3 ran (for tests)
+	exact  bool   // exactExtras ran (for tests)
+	reason string // step 4 left the cluster-wide level best effort: Plan.Reason
 
 	// The plan's bookkeeping, gathered in the same pass: per task list the kinds of its
 	// rows (or-ed), and the rows Releasing from a live owner.
@@ -229,9 +239,9 @@ func (a *allocator) solveExtras(tls []aTaskList, slots []aSlot) *extras {
 		}
 	}
 
-	// Step 2: the other extras.
+	// Step 2: the other extras; steps 3 and 4 when the greedy paints itself into a corner.
 	if !a.completeExtras(tls, x) {
-		a.exactExtras(tls, x)
+		a.finishExtras(tls, x)
 	}
 	return x
 }
@@ -690,7 +700,7 @@ func (a *allocator) needier(i, j int32) bool {
 // exactly (exactExtras) rather than by steps 1 and 2.
 const exactCells = 256
 
-// exactExtras is step 3: the whole extras problem as a min-cost flow over the explicit
+// exactExtras is the whole extras problem as a min-cost flow over the explicit
 // table: source → task list t (capacity Rt) → worker i (capacity 1 where Pt·wi/W is not
 // whole) → sink (lo_k at a cost that outweighs everything else, then hi_k − lo_k more
 // free). A sticky cell earns A, more than all tie-breaks together; every cell also earns
