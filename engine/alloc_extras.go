@@ -555,11 +555,30 @@ func (a *allocator) augmentSticky(x *extras) {
 	}
 }
 
-// completeExtras is step 2. It reports false when some extra found no worker, or some
-// worker ended below lo_k.
+// completeExtras is step 2: dealExtras from step 1's result. It reports false when
+// some extra found no worker (the counts per task list are then in a.s.short, for the
+// repair), or some worker ended below lo_k.
 func (a *allocator) completeExtras(tls []aTaskList, x *extras) bool {
+	if short := a.dealExtras(tls, x); short > 0 {
+		return false
+	}
+	for i := range a.workers {
+		if w := &a.workers[i]; w.class >= 0 && int64(w.rel) < a.lo(int32(i)) {
+			return false
+		}
+	}
+	return true
+}
+
+// dealExtras deals each task list's extras that step 1 left free: first to the workers
+// an acknowledged release named (hints), then to the neediest workers that may take one.
+// It goes on past a task list whose extras find no worker, recording per task list how
+// many it could not place in a.s.short, and returns their sum.
+func (a *allocator) dealExtras(tls []aTaskList, x *extras) int64 {
 	x.xOff = grow(&a.s.xOff, len(tls)+1)
 	x.xW = grow(&a.s.xW, int(x.sumR-sumInt32(x.sT)))[:0]
+	short := grow(&a.s.short, len(tls))
+	var total int64
 	for t := range tls {
 		a.newStamp()
 		r := x.R[t] - x.sT[t]
@@ -579,39 +598,44 @@ func (a *allocator) completeExtras(tls []aTaskList, x *extras) bool {
 			}
 		}
 		if r > 0 {
-			a.syncBuckets()
-			for c := range a.classes {
-				cl := &a.classes[c]
-				cl.peek = -1
-				if cl.frac {
-					cl.startIter()
-					cl.peek = a.next(cl)
-				}
-			}
-			for ; r > 0; r-- {
-				best := -1
-				for c := range a.classes {
-					if i := a.classes[c].peek; i >= 0 && a.canTake(x, i) && (best < 0 || a.needier(i, a.classes[best].peek)) {
-						best = c
-					}
-				}
-				if best < 0 {
-					return false
-				}
-				cl := &a.classes[best]
-				a.takeFiled(x, cl)
-				cl.peek = a.next(cl)
-			}
-			a.applyMoves()
+			r = a.dealNeediest(x, r)
 		}
+		short[t] = r
+		total += int64(r)
 		x.xOff[t+1] = int32(len(x.xW))
 	}
-	for i := range a.workers {
-		if w := &a.workers[i]; w.class >= 0 && int64(w.rel) < a.lo(int32(i)) {
-			return false
+	return total
+}
+
+// dealNeediest gives up to r extras of the current task list to the neediest workers
+// that may take one, in (cluster-wide need, rank) order across the classes, and returns
+// how many found none.
+func (a *allocator) dealNeediest(x *extras, r int32) int32 {
+	a.syncBuckets()
+	for c := range a.classes {
+		cl := &a.classes[c]
+		cl.peek = -1
+		if cl.frac {
+			cl.startIter()
+			cl.peek = a.next(cl)
 		}
 	}
-	return true
+	for ; r > 0; r-- {
+		best := -1
+		for c := range a.classes {
+			if i := a.classes[c].peek; i >= 0 && a.canTake(x, i) && (best < 0 || a.needier(i, a.classes[best].peek)) {
+				best = c
+			}
+		}
+		if best < 0 {
+			break
+		}
+		cl := &a.classes[best]
+		a.takeFiled(x, cl)
+		cl.peek = a.next(cl)
+	}
+	a.applyMoves()
+	return r
 }
 
 // canTake: worker i is not yet given an extra of the current task list, is eligible

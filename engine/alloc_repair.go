@@ -73,10 +73,8 @@ type repairInfo struct {
 
 // finishExtras is steps 3 and 4: completeExtras failed.
 func (a *allocator) finishExtras(tls []aTaskList, x *extras) {
-	a.applyMoves() // completeExtras may stop before filing the moves of a task list
 	a.repair.ran = true
-	short := a.dealExtras(tls, x)
-	r := a.newRepairer(x, short)
+	r := a.newRepairer(x, a.s.short) // what dealExtras could not place
 	if !a.repair.noRepair && r.augment() {
 		r.store()
 		return
@@ -93,84 +91,6 @@ func (a *allocator) finishExtras(tls []aTaskList, x *extras) {
 	r.store()
 	a.repair.bestEffort = true
 	x.reason = fmt.Sprintf("allocator: the extras of %d task lists × %d workers could not be placed within every worker's cluster-wide share; every task list is balanced, the cluster-wide balance is best effort", len(tls), nElig)
-}
-
-// dealExtras is step 2 again, from step 1's result, but it goes on past a task list
-// whose extras find no worker: it returns, per task list, how many it could not place.
-// The same greedy in the same order as completeExtras (which stops at the first such
-// task list and does not say where), so the task lists before it get the same extras.
-func (a *allocator) dealExtras(tls []aTaskList, x *extras) []int32 {
-	// Undo completeExtras: every free extra is in xW and counted in its worker's rel.
-	for _, i := range x.xW {
-		a.workers[i].rel--
-		a.markDirty(i)
-	}
-	x.xUsed = 0
-	for c := range a.classes {
-		for _, i := range a.classes[c].members {
-			if int64(a.workers[i].rel) > a.classes[c].lo {
-				x.xUsed++
-			}
-		}
-	}
-	x.xOff = grow(&a.s.xOff, len(tls)+1)
-	x.xW = x.xW[:0]
-	short := make([]int32, len(tls))
-	for t := range tls {
-		a.newStamp()
-		r := x.R[t] - x.sT[t]
-		if r > 0 {
-			for _, cell := range x.cells[x.cOff[t]:x.cOff[t+1]] {
-				if cell.on {
-					a.touch(cell.w)
-					a.workers[cell.w].extra = true
-				}
-			}
-			a.classQuotas(tls[t].tl.Partitions)
-			for _, h := range x.hints[x.hOff[t]:x.hOff[t+1]] {
-				if r > 0 && a.canTake(x, h) {
-					a.takeFree(x, h)
-					r--
-				}
-			}
-		}
-		if r > 0 {
-			r = a.dealNeediest(x, r)
-		}
-		short[t] = r
-		x.xOff[t+1] = int32(len(x.xW))
-	}
-	return short
-}
-
-// dealNeediest gives up to r extras of the current task list to the neediest workers
-// that may take one (completeExtras' loop) and returns how many found none.
-func (a *allocator) dealNeediest(x *extras, r int32) int32 {
-	a.syncBuckets()
-	for c := range a.classes {
-		cl := &a.classes[c]
-		cl.peek = -1
-		if cl.frac {
-			cl.startIter()
-			cl.peek = a.next(cl)
-		}
-	}
-	for ; r > 0; r-- {
-		best := -1
-		for c := range a.classes {
-			if i := a.classes[c].peek; i >= 0 && a.canTake(x, i) && (best < 0 || a.needier(i, a.classes[best].peek)) {
-				best = c
-			}
-		}
-		if best < 0 {
-			break
-		}
-		cl := &a.classes[best]
-		a.takeFiled(x, cl)
-		cl.peek = a.next(cl)
-	}
-	a.applyMoves()
-	return r
 }
 
 // repairer holds the extras as records, one per extra placed, indexed both by task list
