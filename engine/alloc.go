@@ -239,6 +239,7 @@ type allocScratch struct {
 	order, dirty       []int32
 	moved              []int32 // plan: the slots whose target is not their live owner
 	free, takers       []int32
+	takersDone         []bool
 	short              []int32 // dealExtras: per task list, extras that found no worker
 	// extras' slices (alloc_extras.go); hints and xW are kept after use for their capacity.
 	R, sT, cOff, hOff, xOff, xW, hints []int32

@@ -271,6 +271,7 @@ func (a *allocator) greedySticky(x *extras) int64 {
 		cs := x.cells[x.cOff[t]:x.cOff[t+1]]
 		for c := range cs {
 			cs[c].on = true
+			a.workers[cs[c].w].rel++ // rel: the cells a worker keeps after step 1
 		}
 		if n := int32(len(cs)); n > x.R[t] {
 			order := make([]int32, len(cs))
@@ -292,6 +293,7 @@ func (a *allocator) greedySticky(x *extras) int64 {
 			})
 			for _, c := range order[x.R[t]:] {
 				cs[c].on = false
+				a.workers[cs[c].w].rel--
 			}
 			n = x.R[t]
 		}
@@ -305,15 +307,10 @@ func (a *allocator) greedySticky(x *extras) int64 {
 	// list (they have no sticky cell of it), less the extras left over there so far.
 	//
 	// Usually few workers give anything up (after a join, the few that must come down to
-	// the ceiling), so first only the cells each worker keeps after step 1 are counted
-	// (rel), in one pass over the cells; only the workers over their limit have their
-	// cells listed and chosen from.
+	// the ceiling), so only the cells each worker keeps after step 1 are counted (rel,
+	// above); only the workers over their limit have their cells listed and chosen from,
+	// and takers is worked out only for the task lists of those cells.
 	order := a.rankOrder()
-	for _, c := range x.cells {
-		if c.on {
-			a.workers[c.w].rel++
-		}
-	}
 	var direct, over int64
 	droppers := false
 	for _, i := range order {
@@ -346,10 +343,13 @@ func (a *allocator) greedySticky(x *extras) int64 {
 			needy[w.class]++
 		}
 	}
-	for t := range x.R {
-		if x.cOff[t+1] == x.cOff[t] && x.R[t] == 0 {
+	done := grow(&a.s.takersDone, len(x.R))
+	for _, c := range wCells {
+		t := x.cells[c].t
+		if done[t] {
 			continue
 		}
+		done[t] = true
 		a.classQuotas(x.P[t])
 		for c := range a.classes {
 			if a.classes[c].frac {
