@@ -35,31 +35,33 @@ import (
 //     and each of those is placed by an augmenting path over the implicit task list ×
 //     worker graph: the worker that takes it gives up another extra, which another
 //     worker takes, … until one with room (alloc_repair.go). A plan meeting both levels
-//     always exists, so a path always does; paths that make workers give up only free
-//     extras are preferred, and cost O(T + N + extras) each at worst.
+//     always exists, so a path always does. Each path is a cheapest one (a sticky extra
+//     taken −1, one given up +1: successive shortest paths), found in
+//     O((c + 3) · (T + N + extras)) for a path of cost c, nearly always 0 or 1.
 //  4. Only if that fails (a bug), a last resort: an exact min-cost flow over the explicit
 //     table (exactExtras) when it is small, else every task list balanced with the
 //     cluster-wide level best effort, said in Plan.Reason. Small inputs (≤ exactCells
 //     cells) skip steps 1–3 and are solved exactly from the start, for the canonical
 //     tie-break that keeps their targets from drifting (see exactExtras).
 //
-// When step 2 succeeds, or step 3 makes no worker give up a sticky extra, the plan keeps
-// as many sticky cells as step 1's upper bound: no assignment meeting both levels moves
+// Steps 1 and 2 keep as many sticky cells as step 1's upper bound, and step 3 loses the
+// fewest any plan meeting both levels must: no assignment meeting both levels moves
 // fewer partitions.
 //
 // Where ties leave freedom, the next plan must name the same target as the last while a
 // rebalance is under way (no drift: no partition moves that the first plan did not move,
-// and the rounds stay the fewest the throttle allows). Step 3 is canonical: its ties go
-// by one fixed order (exactExtras). Steps 1 and 2 are not: they prefer sticky cells
-// reached through a Releasing row (a handoff in flight) and give a free extra first to
-// the worker an acknowledged release named as its target (the hint), which is enough
-// for the usual shapes, but on irregular inputs, after some handoffs, they can settle on
-// another split of the extras that is just as good. What keeps the target there is the
-// caller's previous plan (PlanInput.Previous, alloc_previous.go): after step 1, when its
-// extras are still a solution with as many sticky extras as step 1's maximum, they are
-// taken as they are and step 2 is skipped. While a target is being reached that is
-// always so, as a completed handoff only makes sticky a cell the target gives an extra
-// and only stops one being sticky that it does not.
+// and the rounds stay the fewest the throttle allows). The exact solver is canonical: its
+// ties go by one fixed order (exactExtras). Steps 1 and 2 are not (nor is step 3, which
+// starts from their result): they prefer sticky cells reached through a Releasing row (a
+// handoff in flight) and give a free extra first to the worker an acknowledged release
+// named as its target (the hint), which is enough for the usual shapes, but on irregular
+// inputs, after some handoffs, they can settle on another split of the extras that is
+// just as good. What keeps the target there is the caller's previous plan
+// (PlanInput.Previous, alloc_previous.go): after step 1, when its extras are still a
+// solution with as many sticky extras as step 1's maximum, they are taken as they are and
+// step 2 is skipped. While a target is being reached that is always so, as a completed
+// handoff only makes sticky a cell the target gives an extra and only stops one being
+// sticky that it does not.
 
 // xCell is a sticky cell: a task list and a worker holding more than its floor of it.
 type xCell struct {

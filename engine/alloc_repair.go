@@ -21,29 +21,53 @@ package engine
 // once every extra is placed, ΣRt = Σ lo_k + K extras on workers each at most lo_k + 1
 // with at most K above lo_k leave none below.
 //
-// Fewest moves. Cost = −(extras on sticky cells). Steps 1 and 2 end with as many sticky
-// extras as any assignment within the workers' bounds can have (step 1's maximum), so the
-// partial assignment costs the least of any with as many extras placed, and a cheapest
-// augmenting path keeps that true (successive shortest paths): the plan then moves the
-// fewest partitions. A path costs 0 when every extra it makes a worker give up is free
-// (not on a sticky cell); while no sticky extra has been lost, none costs less. The
-// search is a 0-1 BFS over the number of sticky extras given up, so it finds such a path
-// whenever one exists. When none exists it takes one that gives up the fewest sticky
-// extras; that may or may not be the cheapest path (a sticky extra given up can be won
-// back by a sticky cell taken), so the plan may move more than the fewest, and
-// repairInfo counts the case. Both balance levels hold either way.
+// Fewest moves. Cost = −(extras on sticky cells): in the residual graph, a worker taking
+// an extra on a sticky cell costs −1, giving one up +1, every other arc 0. Steps 1 and 2
+// end with as many sticky extras as any assignment within the workers' bounds can have
+// (step 1's maximum S*), so the partial assignment costs −S*, the least of any flow of
+// any value: it is min-cost for its value. Each extra is then placed along a cheapest
+// augmenting path, which keeps that true (successive shortest paths), so the finished
+// plan is a min-cost flow: it moves the fewest partitions. (A sticky extra given up can
+// be won back by a sticky cell taken further on: such a path may cost 0.)
 //
-// Cost. A BFS enumerates a task list's candidate workers class by class (only classes
-// whose share of it is not whole), through a per-class skip list of the members not yet
-// reached ("next unvisited member", a union-find with path halving), so each worker is
-// reached once per BFS and a BFS costs O(T + N + ΣRt) at worst, usually far less (it stops
-// at the first worker with room). Paths are needed only for the extras the greedy left
-// over, which are few.
+// The search (path). Min-cost for its value means no negative cycle in the residual
+// graph, counting the arcs back from the sink (a worker's extras, X's use) and to the
+// source (a placed extra). That bounds every cost the search can meet:
+//   - a task list costs ≥ 0 to reach: one reached by a give-up holds an extra, so it has
+//     an arc back to the source at 0, and a cheaper path to it would close a negative
+//     cycle; one with extras unplaced is a source at 0;
+//   - a worker costs ≥ −1 (a task list, then a sticky take) and X as much as a worker;
+//   - from a worker or X, the sink costs ≥ 0 more (the sink reaches a worker holding
+//     anything, and X in use, at 0); from a task list ≥ −1 more (the sink reaches it at
+//     ≤ +1 through one of its holders);
+//   - the cheapest path costs ≥ 0 (the min cost of a flow of value v is convex in v and
+//     least at the start).
 //
-// A repair that lost sticky extras is replaced by the exact solver where the table is
-// small (≤ exactFallbackCells): large plans may then move a few more partitions than the
-// fewest (measured on small inputs forced through the repair: 8 of 537 repairs moved one
-// more), small ones never do.
+// The search is label-correcting over a bucket queue by cost (−1, 0, 1, …), always
+// expanding the lowest bucket: Dial's order, except that a sticky take files a worker
+// one bucket below the task list expanding it, so a lower bucket may reopen. A node is
+// expanded again only when its label falls. It stops at the first path of cost 0, and
+// otherwise once the lowest bucket is above the best path found (a task list there
+// gets no path below best, by the bounds above); nodes that cannot beat the best are not
+// filed. On a cheapest path of cost c every task list costs ≤ c + 1 to reach and every
+// worker ≤ c, and those labels are all right before any bucket above c + 1 opens: so no
+// node is expanded at a cost above c + 1, each at most c + 3 times. The path applied is
+// the chain of predecessors from the worker with room (a tree: no negative cycle);
+// walk checks that it is a path whose cost is the label, and a label under its bound,
+// a path under 0 or one whose cost is not its label is counted (repairInfo.inexact:
+// tests assert it never happens); the path is applied all the same, as any augmenting
+// path keeps both levels.
+//
+// Cost. A task list's candidate workers are enumerated class by class (only classes
+// whose share of it is not whole): its sticky cells first (at its cost − 1), then the
+// members through a skip structure per cost L, "next member not yet labelled ≤ L" (path
+// compression; a member is dropped from level L once labelled ≤ L, and labels only fall,
+// so each level drops each member once per search). So a search costs
+// O((c + 3) · (T·C + N + ΣRt + sticky cells)) for a path of cost c (C classes, the
+// union-find's log aside), and all the paths O((3·paths + lost) · …) with lost the sticky
+// extras lost in all, usually far less: it stops at the first path of cost 0. Paths are
+// needed only for the extras the greedy left over, which are few. Never O(T·N) per path.
+// The skip levels take 8 bytes a member each, for the c + 2 levels used.
 //
 // Step 4, the last resort, never runs if the argument above holds; it is there so that a
 // bug cannot stop the coordinator. A small table (≤ exactFallbackCells) is solved exactly;
@@ -72,7 +96,10 @@ type repairInfo struct {
 	ran        bool // step 3 ran (completeExtras failed)
 	paths      int  // augmenting paths taken
 	sticky     int  // of which gave up a sticky extra
-	lost       int  // sticky extras lost in all (given up less taken): 0 means fewest moves
+	lost       int  // sticky extras lost in all (given up less taken): the paths' costs
+	inexact    int  // searches that found the partial assignment not min-cost (never expected)
+	maxCost    int  // the costliest path taken
+	reopened   int  // nodes filed again at a lower cost than the bucket being expanded
 	bestEffort bool // step 4 left the cluster-wide level best effort
 }
 
@@ -84,16 +111,11 @@ func (a *allocator) finishExtras(tls []aTaskList, x *extras) {
 	for c := range a.classes {
 		nElig += int64(len(a.classes[c].members))
 	}
-	small := !a.repair.noExact && int64(len(tls))*nElig <= exactFallbackCells
 	if !a.repair.noRepair && r.augment() {
-		// A repair that had to give up sticky extras may move more than the fewest (see
-		// the top of this file); where the exact solver is cheap, it decides instead.
-		if a.repair.lost == 0 || !small {
-			r.store()
-			return
-		}
+		r.store()
+		return
 	}
-	if small {
+	if !a.repair.noExact && int64(len(tls))*nElig <= exactFallbackCells {
 		a.exactExtras(tls, x)
 		return
 	}
@@ -118,28 +140,45 @@ type repairer struct {
 	recSticky      []bool  // on a sticky cell of its worker
 	wOff, wN, wRec []int32 // worker i's records: wRec[wOff[i] : wOff[i]+wN[i]] (room for hi_k)
 
-	// The BFS. Node v: task list v < T, worker T+i, X = T+N. Marks are valid when they
-	// equal gen, so nothing is cleared between searches.
-	gen          uint32
-	wSeen        []uint32
-	wFrom        []int32 // the task list the worker takes; -1: reached through X
-	xSeen        bool
-	xFrom        int32 // the worker that took hi_k, reaching X
-	tSeen, tDone []uint32
-	tDist        []int32 // sticky extras given up to reach it
-	tFrom        []int32 // the record given up to reach it; -1: a task list with extras unplaced
-	hMark        []uint32
-	hSeq         uint32 // hMark[i] == hSeq: i holds an extra of the task list expanded
-	cur, next    []int32
+	// The search (see path). Node v: task list v < T, worker T+i, X = T+N. A label is
+	// valid when its mark equals gen, so nothing is cleared between searches.
+	gen     uint32
+	wSeen   []uint32
+	wLab    []int32 // the cheapest cost found so far to reach the worker
+	wFrom   []int32 // the task list the worker takes; -1: reached through X
+	tSeen   []uint32
+	tLab    []int32
+	tFrom   []int32 // the record given up to reach it; -1: a task list with extras unplaced
+	xSeen   bool
+	xLab    int32
+	xFrom   int32 // the worker that took hi_k, reaching X
+	best    int32 // the cheapest path to a worker with room found so far
+	bestEnd int32 // its last worker, -1 when none yet
+	broken  bool  // a label fell below its bound: the partial assignment was not min-cost
+	hMark   []uint32
+	hSeq    uint32 // hMark[i] == hSeq: i holds an extra of the task list expanded
+	buckets [][]int32
+	heads   []int // buckets[b][heads[b]:] are still to be looked at (cost b-1)
+	low     int   // no bucket below low holds anything left
 
-	// skip: per class, positions base[c] … base[c]+len(members) (the last one a sentinel);
-	// find(p) is the first member at or after p not reached in this BFS.
-	base    []int32
-	skip    []int32
-	skipGen []uint32
+	// Candidate workers by class: positions base[c] … base[c]+len(members) (the last a
+	// sentinel, posW -1). levels[L] is a skip structure over them for the task lists
+	// expanded at cost L: from a position, the first member not yet labelled L or less.
+	base   []int32
+	posW   []int32
+	levels []skipLevel
 
 	// cellT[i] == t+1: worker i has sticky cell cellC[i] of task list t (see markCells).
 	cellT, cellC []int32
+}
+
+// skipLevel is a "next member not yet labelled ≤ L" structure: nxt[p] == p means that
+// position p has not been found labelled (≤ L) yet; otherwise nxt[p] is a position
+// further on with nothing in between but labelled members. Valid where gen equals the
+// repairer's, so it restarts with every search.
+type skipLevel struct {
+	nxt []int32
+	gen []uint32
 }
 
 // markCells notes the sticky cells of task list t by worker.
@@ -184,15 +223,22 @@ func (a *allocator) newRepairer(x *extras, short []int32) *repairer {
 		}
 	}
 
-	r.wSeen, r.wFrom = make([]uint32, N), make([]int32, N)
-	r.tSeen, r.tDone = make([]uint32, T), make([]uint32, T)
-	r.tDist, r.tFrom = make([]int32, T), make([]int32, T)
+	r.wSeen, r.wLab, r.wFrom = make([]uint32, N), make([]int32, N), make([]int32, N)
+	r.tSeen, r.tLab, r.tFrom = make([]uint32, T), make([]int32, T), make([]int32, T)
 	r.hMark = make([]uint32, N)
 	r.base = make([]int32, len(a.classes)+1)
 	for c := range a.classes {
 		r.base[c+1] = r.base[c] + int32(len(a.classes[c].members)) + 1
 	}
-	r.skip, r.skipGen = make([]int32, r.base[len(a.classes)]), make([]uint32, r.base[len(a.classes)])
+	r.posW = make([]int32, r.base[len(a.classes)])
+	for c := range a.classes {
+		p := r.base[c]
+		for _, i := range a.classes[c].members {
+			r.posW[p] = i
+			p++
+		}
+		r.posW[p] = -1
+	}
 	return r
 }
 
@@ -267,70 +313,125 @@ func (r *repairer) balanced() bool {
 	return r.x.xUsed <= r.x.K
 }
 
-// path finds a path that gives up the fewest sticky extras and applies it; false when
-// there is none (see the top of this file: not while an extra is unplaced).
+// path places one extra along a cheapest augmenting path and reports whether there was
+// one (see the top of this file: always, while an extra is unplaced). Costs: a sticky
+// extra taken −1, one given up +1, all else 0; the search and its bounds are at the top
+// of this file.
 func (r *repairer) path() bool {
 	r.gen++
 	T, N := int32(len(r.x.R)), int32(len(r.a.workers))
-	r.xSeen = false
-	r.cur, r.next = r.cur[:0], r.next[:0]
+	r.xSeen, r.broken = false, false
+	r.best, r.bestEnd = 1<<30, -1
+	for b := range r.buckets {
+		r.buckets[b], r.heads[b] = r.buckets[b][:0], 0
+	}
+	r.low = 0
 	for t, s := range r.short {
 		if s > 0 {
-			r.seeT(int32(t), 0, -1)
-			r.cur = append(r.cur, int32(t))
+			r.reachT(int32(t), 0, -1)
 		}
 	}
-	// A 0-1 BFS, one level per sticky extra given up: cur holds the nodes at distance d,
-	// next those at d + 1. Only giving up a sticky extra costs 1, so a worker is first
-	// reached at its distance and is reached once; a task list may be reached again at a
-	// smaller distance, and is expanded once, at the smallest.
-	for d := int32(0); ; d++ {
-		for q := 0; q < len(r.cur); q++ {
-			switch v := r.cur[q]; {
-			case v < T:
-				if r.tDone[v] == r.gen || r.tDist[v] != d {
-					continue
-				}
-				r.tDone[v] = r.gen
-				if end := r.expandT(v); end >= 0 {
-					r.apply(end)
-					return true
-				}
-			case v < T+N:
-				r.expandW(v-T, d)
-			default:
-				r.expandX()
+	for r.best > 0 {
+		for r.low < len(r.buckets) && r.heads[r.low] == len(r.buckets[r.low]) {
+			r.low++
+		}
+		if r.low == len(r.buckets) {
+			break
+		}
+		d := int32(r.low) - 1
+		if d > r.best {
+			break // a task list at d gets no path below d-1 ≥ best; workers, X none below d
+		}
+		v := r.buckets[r.low][r.heads[r.low]]
+		r.heads[r.low]++
+		switch {
+		case v < T:
+			if r.tLab[v] == d {
+				r.expandT(v, d)
+			}
+		case v < T+N:
+			if i := v - T; r.wLab[i] == d && d < r.best {
+				r.expandW(i, d)
+			}
+		default:
+			if r.xLab == d && d < r.best {
+				r.expandX(d)
 			}
 		}
-		if len(r.next) == 0 {
-			return false
-		}
-		r.cur, r.next = r.next, r.cur[:0]
+	}
+	if r.bestEnd < 0 {
+		return false
+	}
+	cost, ok := r.walk(r.bestEnd)
+	if !ok {
+		return false
+	}
+	if r.broken || cost != r.best || cost < 0 {
+		r.a.repair.inexact++
+	}
+	r.apply(r.bestEnd, cost)
+	return true
+}
+
+// push files node v under cost d (the lowest bucket is cost -1).
+func (r *repairer) push(v, d int32) {
+	b := int(d) + 1
+	if b < r.low {
+		r.a.repair.reopened++
+	}
+	for len(r.buckets) <= b {
+		r.buckets = append(r.buckets, nil)
+		r.heads = append(r.heads, 0)
+	}
+	r.buckets[b] = append(r.buckets[b], v)
+	r.low = min(r.low, b)
+}
+
+// reachT: task list t at cost d, by giving up record e (-1: t has extras unplaced).
+func (r *repairer) reachT(t, d, e int32) {
+	if d < 0 {
+		r.broken = true
+		return
+	}
+	if r.tSeen[t] == r.gen && r.tLab[t] <= d {
+		return
+	}
+	r.tSeen[t], r.tLab[t], r.tFrom[t] = r.gen, d, e
+	if d <= r.best {
+		r.push(t, d)
 	}
 }
 
-func (r *repairer) seeT(t, d, from int32) {
-	r.tSeen[t], r.tDist[t], r.tFrom[t] = r.gen, d, from
-}
-
-func (r *repairer) seeW(i, from int32) {
-	w := &r.a.workers[i]
-	r.wSeen[i], r.wFrom[i] = r.gen, from
-	p := r.base[w.class] + w.member
-	r.skipGen[p], r.skip[p] = r.gen, p+1
-}
-
-// find is the first position at or after p whose member is not reached yet (the class's
-// sentinel if none), halving the paths it walks.
-func (r *repairer) find(p int32) int32 {
-	for r.skipGen[p] == r.gen && r.skip[p] != p {
-		q := r.skip[p]
-		if r.skipGen[q] == r.gen && r.skip[q] != q {
-			r.skip[p] = r.skip[q]
-		}
-		p = q
+// reachW: worker i at cost d, taking an extra of task list t (-1: stepping down through X).
+func (r *repairer) reachW(i, d, t int32) {
+	if d < -1 {
+		r.broken = true
+		return
 	}
-	return p
+	if r.wSeen[i] == r.gen && r.wLab[i] <= d {
+		return
+	}
+	r.wSeen[i], r.wLab[i], r.wFrom[i] = r.gen, d, t
+	if t >= 0 && r.roomy(i) {
+		if d < r.best {
+			r.best, r.bestEnd = d, i
+		}
+		return
+	}
+	if d < r.best {
+		r.push(int32(len(r.x.R))+i, d)
+	}
+}
+
+// reachX: X at cost d, from worker i at lo_k taking hi_k.
+func (r *repairer) reachX(d, i int32) {
+	if r.xSeen && r.xLab <= d {
+		return
+	}
+	r.xSeen, r.xLab, r.xFrom = true, d, i
+	if d < r.best {
+		r.push(int32(len(r.x.R)+len(r.a.workers)), d)
+	}
 }
 
 // roomy: worker i may take one more extra with no one giving anything up.
@@ -340,14 +441,54 @@ func (r *repairer) roomy(i int32) bool {
 	return e < a.lo(i) || (e < a.hi(i) && r.x.xUsed < r.x.K)
 }
 
-// expandT reaches the workers that may take an extra of task list t and do not hold one
-// yet; it returns the first with room, or -1.
-func (r *repairer) expandT(t int32) int32 {
-	a, T := r.a, int32(len(r.x.R))
-	a.classQuotas(r.x.P[t])
+// labelled: worker i has been reached at cost L or less in this search.
+func (r *repairer) labelled(i, L int32) bool {
+	return r.wSeen[i] == r.gen && r.wLab[i] <= L
+}
+
+// next is the first position at or after p whose member is not labelled L or less (the
+// class's sentinel if none), compressing the path it walks.
+func (r *repairer) next(L, p int32) int32 {
+	for int(L) >= len(r.levels) {
+		n := len(r.posW)
+		r.levels = append(r.levels, skipLevel{nxt: make([]int32, n), gen: make([]uint32, n)})
+	}
+	lv := &r.levels[L]
+	root := p
+	for {
+		if lv.gen[root] != r.gen {
+			lv.gen[root], lv.nxt[root] = r.gen, root
+		}
+		if lv.nxt[root] == root {
+			i := r.posW[root]
+			if i < 0 || !r.labelled(i, L) {
+				break
+			}
+			lv.nxt[root] = root + 1 // labels only fall: it stays labelled
+		}
+		root = lv.nxt[root]
+	}
+	for p != root {
+		q := lv.nxt[p]
+		lv.nxt[p] = root
+		p = q
+	}
+	return root
+}
+
+// expandT: task list t, reached at cost d, gives an extra to a worker that may take one
+// of it and holds none: at d-1 on one of its sticky cells, else at d.
+func (r *repairer) expandT(t, d int32) {
+	a, x := r.a, r.x
+	a.classQuotas(x.P[t])
 	r.hSeq++
 	for e := r.tOff[t]; e < r.tOff[t]+r.tN[t]; e++ {
 		r.hMark[r.recW[e]] = r.hSeq
+	}
+	for _, c := range x.cells[x.cOff[t]:x.cOff[t+1]] {
+		if r.hMark[c.w] != r.hSeq {
+			r.reachW(c.w, d-1, t)
+		}
 	}
 	for c := range a.classes {
 		cl := &a.classes[c]
@@ -355,73 +496,86 @@ func (r *repairer) expandT(t int32) int32 {
 			continue
 		}
 		end := r.base[c] + int32(len(cl.members))
-		for p := r.find(r.base[c]); p < end; p = r.find(p + 1) {
-			i := cl.members[p-r.base[c]]
-			if r.hMark[i] == r.hSeq {
-				continue // holds one already
+		for p := r.next(d, r.base[c]); p < end; p = r.next(d, p+1) {
+			if i := r.posW[p]; r.hMark[i] != r.hSeq {
+				r.reachW(i, d, t)
 			}
-			r.seeW(i, t)
-			if r.roomy(i) {
-				return i
-			}
-			r.cur = append(r.cur, T+i)
 		}
 	}
-	return -1
 }
 
-// expandW: worker i (it took an extra, or steps down from hi_k) gives one of its extras
-// up, reaching that extra's task list; or, at lo_k, it takes hi_k through X.
+// expandW: worker i (it took an extra, or steps down from hi_k), reached at cost d,
+// gives one of its extras up, reaching that extra's task list (at d+1 for a sticky
+// extra); or, at lo_k, it takes hi_k through X.
 func (r *repairer) expandW(i, d int32) {
 	a := r.a
-	if e := int64(a.workers[i].rel); !r.xSeen && e == a.lo(i) && e < a.hi(i) {
-		r.xSeen, r.xFrom = true, i
-		r.cur = append(r.cur, int32(len(r.x.R)+len(a.workers)))
+	if e := int64(a.workers[i].rel); r.wFrom[i] >= 0 && e == a.lo(i) && e < a.hi(i) {
+		r.reachX(d, i)
 	}
 	for k := r.wOff[i]; k < r.wOff[i]+r.wN[i]; k++ {
 		e := r.wRec[k]
-		t := r.recT[e]
 		nd := d
 		if r.recSticky[e] {
 			nd++
 		}
-		if r.tDone[t] == r.gen || (r.tSeen[t] == r.gen && r.tDist[t] <= nd) {
-			continue
-		}
-		r.seeT(t, nd, e)
-		if nd == d {
-			r.cur = append(r.cur, t)
-		} else {
-			r.next = append(r.next, t)
-		}
+		r.reachT(r.recT[e], nd, e)
 	}
 }
 
 // expandX reaches the workers above lo_k: one of them steps down, making room in X.
-func (r *repairer) expandX() {
-	a, T := r.a, int32(len(r.x.R))
+func (r *repairer) expandX(d int32) {
+	a := r.a
 	for c := range a.classes {
 		cl := &a.classes[c]
 		for _, i := range cl.members {
-			if r.wSeen[i] != r.gen && int64(a.workers[i].rel) > cl.lo {
-				r.seeW(i, -1)
-				r.cur = append(r.cur, T+i)
+			if int64(a.workers[i].rel) > cl.lo {
+				r.reachW(i, d, -1)
 			}
 		}
 	}
 }
 
-// apply moves the extras along the path that ends at worker end, walking it backwards:
-// each worker takes the task list it was reached from, whose record the worker before
-// gives up (or which is one of the task list's unplaced extras, where the path starts).
-func (r *repairer) apply(end int32) {
-	lost, gave := 0, false
+// walk follows the path that ends at worker end back to its start, as apply does, and
+// returns its cost; false if it is not a path (never, but apply must not loop).
+func (r *repairer) walk(end int32) (int32, bool) {
+	cost := int32(0)
+	steps := len(r.x.R) + len(r.a.workers) + 2
+	for w := end; steps > 0; steps-- {
+		t := r.wFrom[w]
+		if t < 0 || r.tSeen[t] != r.gen {
+			return 0, false
+		}
+		if r.stickyCell(t, w) {
+			cost--
+		}
+		e := r.tFrom[t]
+		if e < 0 {
+			return cost, true
+		}
+		g := r.recW[e]
+		if r.recSticky[e] {
+			cost++
+		}
+		w = g
+		if r.wFrom[g] < 0 {
+			if !r.xSeen {
+				return 0, false
+			}
+			w = r.xFrom
+		}
+	}
+	return 0, false
+}
+
+// apply moves the extras along the path that ends at worker end, of cost cost (walk),
+// walking it backwards: each worker takes the task list it was reached from, whose
+// record the worker before gives up (or which is one of the task list's unplaced
+// extras, where the path starts).
+func (r *repairer) apply(end, cost int32) {
+	gave := false
 	for w := end; ; {
 		t := r.wFrom[w]
 		sticky := r.stickyCell(t, w)
-		if sticky {
-			lost--
-		}
 		e := r.tFrom[t]
 		if e < 0 {
 			r.attach(r.newRecord(t, sticky), w, true)
@@ -429,10 +583,7 @@ func (r *repairer) apply(end int32) {
 			break
 		}
 		g := r.recW[e]
-		if r.recSticky[e] {
-			lost++
-			gave = true
-		}
+		gave = gave || r.recSticky[e]
 		r.detach(e)
 		r.recSticky[e] = sticky
 		r.attach(e, w, true)
@@ -445,7 +596,8 @@ func (r *repairer) apply(end int32) {
 	if gave {
 		r.a.repair.sticky++
 	}
-	r.a.repair.lost += lost
+	r.a.repair.lost += int(cost)
+	r.a.repair.maxCost = max(r.a.repair.maxCost, int(cost))
 }
 
 // stickyCell: worker i holds more than its floor of task list t.

@@ -311,11 +311,7 @@ func checkCompact(r refInput, p Plan) error {
 // checkPlan verifies rules 1–3 and the throttle bounds of one plan, and that Moves,
 // Assign, Release and Spread say what the target implies. It reads the plan spelled out
 // (Targets, ExpandMoves) after checking the compact form (checkCompact).
-func checkPlan(in PlanInput, cp Plan) error { return checkPlanMoves(in, cp, true) }
-
-// checkPlanMoves is checkPlan; with fewest false, rule 3 only checks that no fewer than
-// the minimum leave (the repair of the extras may move more: alloc_repair.go).
-func checkPlanMoves(in PlanInput, cp Plan, fewest bool) error {
+func checkPlan(in PlanInput, cp Plan) error {
 	r := normalize(in)
 	if err := checkCompact(r, cp); err != nil {
 		return err
@@ -402,7 +398,7 @@ func checkPlanMoves(in PlanInput, cp Plan, fewest bool) error {
 			left++
 		}
 	}
-	if want := r.minMoves(); left < want || (fewest && left != want) {
+	if want := r.minMoves(); left != want {
 		return fmt.Errorf("rule 3: %d partitions leave a live eligible owner, minimum is %d", left, want)
 	}
 
