@@ -237,7 +237,8 @@ type allocScratch struct {
 	cells              []xCell
 	wOff, wCells, fill []int32
 	order, dirty       []int32
-	moved              []int32 // plan: the slots whose target is not their live owner
+	moves              []PlanMove // plan: every move, From not yet spelled for dead owners
+	held, heldFrom     []int32    // plan: the moves away from a live Assigned owner, and that owner
 	free, takers       []int32
 	takersDone         []bool
 	short              []int32 // dealExtras: per task list, extras that found no worker
@@ -469,6 +470,9 @@ type allocator struct {
 	dirty []int32
 	// moves: the bucket moves pending while one task list's free extras are dealt.
 	moves []bucketMove
+	// plan's step 8: the moves that are assignments, and whether one comes from a dead owner.
+	nAssign  int
+	deadFrom bool
 }
 
 // syncBuckets files the dirty workers under their current rel: one by one, or, when
@@ -889,7 +893,7 @@ func (a *allocator) plan(in PlanInput) Plan {
 	if a.s == nil {
 		a.s = new(allocScratch)
 	}
-	a.s.moved = a.s.moved[:0]
+	a.s.moves, a.s.held, a.nAssign, a.deadFrom = a.s.moves[:0], a.s.held[:0], 0, false
 	a.setupWorkers(in)
 
 	// Task lists, sorted and deduplicated; zero-partition lists contribute nothing.
@@ -1016,8 +1020,21 @@ func (a *allocator) plan(in PlanInput) Plan {
 		}
 		// 8. The moves: every partition whose target is not its current live owner.
 		for k, to := range tg {
-			if sl := ss[k]; to >= 0 && (sl.kind()&kindMask == kindFree || sl.owner-1 != to) {
-				a.s.moved = append(a.s.moved, int32(tl.off+k))
+			sl := ss[k]
+			kd := sl.kind() & kindMask
+			if to < 0 || (kd != kindFree && sl.owner-1 == to) {
+				continue
+			}
+			// From: the owner's index, -1 for none, -(r+2) for a dead owner named by row
+			// r (outputs gives it its index).
+			from := sl.owner - 1
+			a.s.moves = append(a.s.moves, PlanMove{TaskList: int32(t), Partition: int32(k), From: from, To: to})
+			switch kd {
+			case kindFree:
+				a.nAssign++
+				a.deadFrom = a.deadFrom || from < noOwner
+			case kindHeld:
+				a.s.held = append(a.s.held, int32(len(a.s.moves)-1))
 			}
 		}
 	}
@@ -1026,7 +1043,7 @@ func (a *allocator) plan(in PlanInput) Plan {
 		p.extraOff, p.extraW = x.solution()
 		a.s.hints, a.s.xW = x.hints[:0], x.xW[:0]
 	}
-	return a.outputs(in, p, tls, slots, own, eligibleAny)
+	return a.outputs(in, p, len(slots), eligibleAny)
 }
 
 // dealPool is step 7 of plan: the partitions of task list t that no holder kept (tg -1)
@@ -1066,30 +1083,21 @@ func (a *allocator) dealPool(t int, tg []int32) {
 	}
 }
 
-// outputs fills the plan's moves from the slots plan collected in a.s.moved (in slot
+// outputs fills the plan's moves from those plan collected in a.s.moves (in partition
 // order, so sorted), and the rest of the plan's fields.
-func (a *allocator) outputs(in PlanInput, p Plan, tls []aTaskList, slots []aSlot, own []int32, eligibleAny bool) Plan {
-	n := len(slots)
-	// Sized exactly: first count, and collect the dead owners that moves come from: they
-	// get indices after the live workers, in id order.
-	nMoves, nAssign, nRel := len(a.s.moved), 0, 0
-	var dead map[string]int32
-	for _, s := range a.s.moved {
-		switch sl := slots[s]; sl.kind() & kindMask {
-		case kindFree:
-			nAssign++
-			if sl.owner < 0 {
-				if dead == nil {
-					dead = map[string]int32{}
-				}
-				dead[in.Current[-sl.owner-1].Owner] = 0
-			}
-		case kindHeld:
-			nRel++
-		}
-	}
+func (a *allocator) outputs(in PlanInput, p Plan, n int, eligibleAny bool) Plan {
+	moves := a.s.moves
+	// The dead owners that moves come from get indices after the live workers, in id
+	// order.
 	p.Workers = a.ids
-	if len(dead) > 0 {
+	var dead map[string]int32
+	if a.deadFrom {
+		dead = map[string]int32{}
+		for _, m := range moves {
+			if m.From < noOwner {
+				dead[in.Current[-m.From-2].Owner] = 0
+			}
+		}
 		names := make([]string, 0, len(dead))
 		for id := range dead {
 			names = append(names, id)
@@ -1101,42 +1109,36 @@ func (a *allocator) outputs(in PlanInput, p Plan, tls []aTaskList, slots []aSlot
 			p.Workers = append(p.Workers, id)
 		}
 	}
+	spell := func(m PlanMove) PlanMove {
+		if m.From < noOwner {
+			m.From = dead[in.Current[-m.From-2].Owner]
+		}
+		return m
+	}
 
-	p.Moves = make([]PlanMove, 0, nMoves)
-	// When every move is an assignment (planning from scratch, the common large case),
-	// Assign is Moves.
-	sameAssign := nAssign == nMoves
-	if !sameAssign {
-		p.Assign = make([]PlanMove, 0, nAssign)
-	}
-	relSlots := make([]int32, 0, nRel)
-	relSrc := make([]int32, 0, nRel)
-	t := 0
-	for _, s := range a.s.moved {
-		for int(s) >= tls[t].off+tls[t].tl.Partitions {
-			t++
-		}
-		sl := slots[s]
-		o, kd := sl.ownerIx(), sl.kind()&kindMask
-		from := o
-		if o == deadOwner {
-			from = dead[in.Current[-sl.owner-1].Owner]
-		}
-		m := PlanMove{TaskList: int32(t), Partition: s - int32(tls[t].off), From: from, To: own[s]}
-		p.Moves = append(p.Moves, m)
-		switch kd {
-		case kindFree:
-			if !sameAssign {
-				p.Assign = append(p.Assign, m)
-			}
-		case kindHeld:
-			relSlots = append(relSlots, int32(len(p.Moves)-1))
-			relSrc = append(relSrc, o)
+	// Sized exactly. When every move is an assignment (planning from scratch, the common
+	// large case), Assign is Moves.
+	p.Moves = make([]PlanMove, len(moves))
+	copy(p.Moves, moves)
+	if a.deadFrom {
+		for i := range p.Moves {
+			p.Moves[i] = spell(p.Moves[i])
 		}
 	}
-	a.s.moved = a.s.moved[:0]
-	if sameAssign {
+	if a.nAssign == len(moves) {
 		p.Assign = p.Moves
+	} else {
+		p.Assign = make([]PlanMove, 0, a.nAssign)
+		for _, m := range moves {
+			if m.From < 0 {
+				p.Assign = append(p.Assign, spell(m))
+			}
+		}
+	}
+	relSlots := a.s.held
+	relSrc := grow(&a.s.heldFrom, len(relSlots))
+	for i, j := range relSlots {
+		relSrc[i] = p.Moves[j].From
 	}
 	p.Release = a.throttle(in, p.Moves, relSlots, relSrc, p.InFlight)
 
