@@ -240,7 +240,7 @@ type allocScratch struct {
 	moves              []PlanMove // plan: every move, From not yet spelled for dead owners
 	held, heldFrom     []int32    // plan: the moves away from a live Assigned owner, and that owner
 	free, takers       []int32
-	takersDone         []bool
+	takersDone, gives  []bool
 	short              []int32 // dealExtras: per task list, extras that found no worker
 	// extras' slices (alloc_extras.go); hints and xW are kept after use for their capacity.
 	R, sT, cOff, hOff, xOff, xW, hints []int32
