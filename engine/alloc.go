@@ -219,17 +219,23 @@ func (p Plan) TargetOf(id PartitionID) string {
 // PlanAssignments computes the target assignment and the actions to take now.
 func PlanAssignments(in PlanInput) Plan {
 	s := scratchPool.Get().(*allocScratch)
-	a := allocator{s: s}
-	p := a.plan(in)
+	p := planWith(s, in)
 	scratchPool.Put(s)
 	return p
+}
+
+// planWith plans with the scratch memory s (the coordinator keeps its own).
+func planWith(s *allocScratch, in PlanInput) Plan {
+	a := allocator{s: s}
+	return a.plan(in)
 }
 
 // allocScratch is the allocator's working memory that does not outlive a plan: at 100k
 // partitions × 10k workers about 3 MB, which allocated afresh for every plan cost a
 // fifth of the plan's time in clearing new memory and in the garbage collections it
 // brought on (each of which also scans the caller's rows). Plans reuse it through
-// scratchPool. Nothing in it carries over: every use takes its slices through grow,
+// scratchPool, or, in a coordinator, through its own (see coordinator.scratch). Nothing
+// in it carries over: every use takes its slices through grow,
 // which clears them, or overwrites every element it reads.
 type allocScratch struct {
 	workers            []aWorker

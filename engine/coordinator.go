@@ -52,6 +52,10 @@ type coordinator struct {
 	// first plan is still minimal for the rows it reads, it may only name another
 	// target than the old coordinator's, and from then on keeps its own.
 	lastPlan *Plan
+	// scratch is the allocator's working memory, kept for the term: PlanAssignments'
+	// pool may be emptied by the garbage collections between two ticks, and a plan that
+	// grows it afresh costs a third more (BenchmarkAlloc keeps it warm the same way).
+	scratch *allocScratch
 
 	// Give-backs (giveback.go): who gave what back when (store time), the store's time
 	// of the last read, and the partitions held because they fail everywhere.
@@ -237,7 +241,7 @@ func (n *Node) stepDown(reason string) {
 	n.dropPending(func(p *pendingReq) bool { return p.kind.coordinator() })
 	c.renewInFlight, c.readInFlight, c.applyInFlight = false, false, false
 	c.rows, c.rowIndex, c.rev, c.nodes, c.lists, c.releasing = nil, nil, 0, nil, nil, 0
-	c.planned, c.lastLive, c.lastLists, c.lastPlan = false, nil, nil, nil
+	c.planned, c.lastLive, c.lastLists, c.lastPlan, c.scratch = false, nil, nil, nil, nil
 	c.coolDown, c.failing = nil, nil
 	c.leaseUntil = time.Time{}
 	c.pollNext = n.now.Add(n.retryDelay())
@@ -407,7 +411,10 @@ func (n *Node) planAndApply(rowsChanged bool) {
 		}
 		current = append(current, a)
 	}
-	plan := PlanAssignments(PlanInput{
+	if c.scratch == nil {
+		c.scratch = new(allocScratch)
+	}
+	plan := planWith(c.scratch, PlanInput{
 		TaskLists:            c.lists,
 		Workers:              workers,
 		Current:              current,
