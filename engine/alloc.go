@@ -254,6 +254,7 @@ type allocScratch struct {
 	flags                              []uint8
 	// the previous plan's indices mapped to this plan's (alloc_previous.go).
 	prevT, prevW, prevCnt []int32
+	prevHas               []bool // per worker: the previous plan knows it
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(allocScratch) }}

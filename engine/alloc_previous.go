@@ -146,8 +146,20 @@ func (a *allocator) prevExtras(t int) ([]int32, bool) {
 // true, x and every worker's rel hold that solution, as completeExtras would leave them.
 func (a *allocator) adoptPrevious(tls []aTaskList, x *extras) bool {
 	// First the cheap tests, which reject the previous extras after a join or a leave
-	// (a worker gone, or one below its new cluster-wide share): the counts per task list
-	// and per worker.
+	// (a worker gone, or one below its new cluster-wide share): a worker the previous
+	// plan did not know that must get extras (a join), then the counts per task list and
+	// per worker.
+	has := grow(&a.s.prevHas, len(a.workers))
+	for _, i := range a.s.prevW {
+		if i >= 0 {
+			has[i] = true
+		}
+	}
+	for i := range a.workers {
+		if !has[i] && a.workers[i].class >= 0 && a.lo(int32(i)) > 0 {
+			return false
+		}
+	}
 	cnt := grow(&a.s.prevCnt, len(a.workers)) // extras per worker
 	for t := range tls {
 		ws, ok := a.prevExtras(t)
