@@ -128,7 +128,9 @@ func RegistrationHeld(spec NodeSpec, cur NodeInfo, now time.Time) *NodeInUseErro
 		refuse.By = by
 		return refuse
 	case by.Process != "":
-		refuse.Pending = true // our own takeover, still waiting for the expiry
+		// Our own takeover, still waiting for the expiry: the same refusal as the first
+		// (By is the recorded replacer), so that the backend keeps ReplaceBy as it is.
+		refuse.Pending, refuse.By = true, by
 		return refuse
 	case spec.Process != "" && cur.Process == spec.Process:
 		return nil // this process's own retry (its earlier reply was lost)

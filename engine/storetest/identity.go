@@ -108,11 +108,18 @@ func testIdentity(t *testing.T, newStore func(t *testing.T) (engine.Store, Clock
 		if e := inUse(t, err); e.By.Process != "A#p2" {
 			t.Fatalf("a third process: %v; want refused, naming the replacer", err)
 		}
-		// The replacer retried before the expiry: still pending.
+		// The replacer retried before the expiry (say, after a lost reply): still pending,
+		// the same refusal as the first, and the takeover stands — the holder's heartbeats
+		// stay refused (a retry once cleared ReplaceBy and so let the holder live on).
 		_, err = h.s.RegisterNode(h.ctx, repl)
-		if e := inUse(t, err); !e.Pending {
-			t.Fatalf("the replacer's early retry: %v, want pending", err)
+		if e := inUse(t, err); !e.Pending || e.By != (engine.NodeProcess{Process: "A#p2", Host: "host-2", PID: 22}) {
+			t.Fatalf("the replacer's early retry: %v (%+v), want pending, by A#p2 (host-2, 22)", err, e)
 		}
+		if n := h.node("A"); n.Incarnation != r.Incarnation || n.ReplaceBy.Process != "A#p2" {
+			t.Fatalf("row %+v after the replacer's early retry: want incarnation %d, ReplaceBy A#p2", n, r.Incarnation)
+		}
+		_, err = h.s.Heartbeat(h.ctx, "A", r.Incarnation, 0)
+		checkErr(t, err, engine.ErrNodeDead, "")
 		h.c.Advance(midWait)
 		r2, err := h.s.RegisterNode(h.ctx, repl)
 		h.must(err, "RegisterNode(A, p2, replace) after the expiry")

@@ -18,6 +18,8 @@ import (
 // owners and three nodes over two lease keys and three task lists, run against the store
 // and against model, a plain transcription of the contract. Every reply is compared
 // (values and error kinds), and after every step the whole observable state is.
+// Nodes register anonymously (not exclusive) or exclusively as one of three processes per
+// id, with or without Replace; workers give their rows back.
 //
 // On a manual clock, time advances by random steps and durations are a few seconds, so
 // leases expire and nodes age past dead_after; store times are compared exactly (as
@@ -52,6 +54,10 @@ type mNode struct {
 	labels    []engine.Label
 	lastHB    time.Duration
 	assignRev uint64
+	// process is the registering process (process, host, pid; empty for an anonymous
+	// registration) and replaceBy the process waiting to take the id over (Replace).
+	process   engine.NodeProcess
+	replaceBy engine.NodeProcess
 }
 
 func (l *mLease) held(now time.Duration) bool {
@@ -281,6 +287,10 @@ func testStateMachine(t *testing.T, newStore func(t *testing.T) (engine.Store, C
 			"ack_3":           st.ack,
 			"heartbeat_2":     st.heartbeat,
 			"handoff":         st.handoff,
+			"register_excl":   st.registerExclusive,
+			"replace":         st.replace,
+			"give_back":       st.giveBack,
+			"give_back_2":     st.giveBack,
 		}
 		if c.Manual() {
 			actions["advance"] = st.advance
@@ -337,11 +347,15 @@ func testStateMachine(t *testing.T, newStore func(t *testing.T) (engine.Store, C
 		"acquire ok", "acquire " + engine.ErrLeaseHeld.Error(), "renew " + engine.ErrLeaseLost.Error(),
 		"heartbeat ok", "heartbeat changed", "heartbeat " + engine.ErrNodeDead.Error(),
 		"apply ok", "apply " + engine.ErrFenced.Error(), "apply " + engine.ErrConflict.Error(), "apply assign",
+		"register_excl ok", "register_excl " + engine.ErrNodeInUse.Error(), "replace ok", "replace pending",
+		"give_back " + engine.ErrConflict.Error(), "give_back " + engine.ErrNodeDead.Error(),
 	}
 	if manual {
 		want = append(want, "heartbeat incoming", "renew ok", "release ok", "apply release", "apply delete", "apply dead",
 			"ack ok", "ack "+engine.ErrConflict.Error(), "ack "+engine.ErrNodeDead.Error(),
-			"deregister ok", "delete_tasklist ok", "acquire after expiry")
+			"deregister ok", "delete_tasklist ok", "acquire after expiry",
+			"register_excl after expiry", "register_excl own retry", "register_excl over a dead incarnation",
+			"heartbeat refused: being replaced", "give_back ok", "give_back not found")
 	}
 	for _, k := range want {
 		if outcomes[k] == 0 && !testing.Short() {
@@ -529,6 +543,7 @@ func (st *smTest) register(rt *rapid.T) {
 	}
 	n.inc++
 	n.alive, n.draining, n.capacity, n.labels, n.lastHB = true, false, capacity, labels, st.m.now
+	n.process, n.replaceBy = engine.NodeProcess{}, engine.NodeProcess{}
 	n.assignRev++
 	sameErr(rt, "RegisterNode("+id+")", err, nil)
 	st.checkNow(rt, "RegisterNode", got.Now)
@@ -554,7 +569,10 @@ func (st *smTest) heartbeat(rt *rapid.T) {
 	op := fmt.Sprintf("Heartbeat(%s, %d, %d)", id, inc, known)
 	n := st.m.nodes[id]
 	st.note("heartbeat", err)
-	if n == nil || n.inc != inc || !n.alive {
+	if n == nil || n.inc != inc || !n.alive || n.replaceBy.Process != "" {
+		if n != nil && n.inc == inc && n.alive {
+			st.tag("heartbeat refused: being replaced")
+		}
 		sameErr(rt, op, err, engine.ErrNodeDead)
 		return
 	}
@@ -949,7 +967,8 @@ func (st *smTest) compareState(rt *rapid.T, op string, got engine.StateReply, si
 		if n.alive {
 			status = engine.NodeAlive
 		}
-		if g.ID != id || g.Incarnation != n.inc || g.Capacity != n.capacity || g.Draining != n.draining || g.Status != status || fmt.Sprint(g.Labels) != fmt.Sprint(n.labels) {
+		if g.ID != id || g.Incarnation != n.inc || g.Capacity != n.capacity || g.Draining != n.draining || g.Status != status || fmt.Sprint(g.Labels) != fmt.Sprint(n.labels) ||
+			(engine.NodeProcess{Process: g.Process, Host: g.Host, PID: g.PID}) != n.process || g.ReplaceBy != n.replaceBy {
 			rt.Fatalf("%s: node %+v, model says %s %+v", op, g, id, *n)
 		}
 		if m.manual && (g.HeartbeatAge != m.now-n.lastHB || g.LastHeartbeat.Sub(st.start) != n.lastHB) {
@@ -964,8 +983,211 @@ func sameRows(rt *rapid.T, op string, got, want []engine.Assignment) {
 		rt.Fatalf("%s: %d rows %+v, model says %d %+v", op, len(got), got, len(want), want)
 	}
 	for i := range got {
-		if got[i] != want[i] {
+		// Store times are compared as instants (a backend may read them back in another
+		// location or without a monotonic reading).
+		g, w := got[i], want[i]
+		at := g.GivenBackAt.Equal(w.GivenBackAt)
+		g.GivenBackAt, w.GivenBackAt = time.Time{}, time.Time{}
+		if g != w || !at {
 			rt.Fatalf("%s: row %d is %+v, model says %+v", op, i, got[i], want[i])
+		}
+	}
+}
+
+// ---- exclusive registration, replace, give-back ----
+
+// smProcess is process k ("a", "b", "c") of node id: a process token, with the host and
+// pid it reports. Each node id has three, so that a fresh process, the holder's own retry
+// and a replacer's retry are all drawn.
+func smProcess(id, k string) engine.NodeProcess {
+	return engine.NodeProcess{Process: id + "#" + k, Host: "host-" + k, PID: int(k[0]-'a') + 11}
+}
+
+// registerRefusal is the model's exclusive-registration rule (Store.RegisterNode,
+// NodeSpec.DeadAfter and Replace), written from the contract rather than shared with
+// the stores (engine.RegistrationHeld): it returns the refusal the store must give, or
+// nil if spec registers now.
+func (m *model) registerRefusal(spec engine.NodeSpec) *engine.NodeInUseError {
+	n := m.nodes[spec.ID]
+	if n == nil || spec.DeadAfter <= 0 || !n.alive || m.now-n.lastHB > spec.DeadAfter {
+		return nil // new id, not exclusive, dead, or older than dead_after: it registers
+	}
+	me := engine.NodeProcess{Process: spec.Process, Host: spec.Host, PID: spec.PID}
+	refuse := &engine.NodeInUseError{ID: spec.ID, Incarnation: n.inc, Holder: n.process}
+	switch {
+	case n.replaceBy.Process != "" && n.replaceBy.Process != spec.Process:
+		refuse.By = n.replaceBy // being taken over: the holder and anyone else wait
+	case n.replaceBy.Process != "":
+		refuse.Pending, refuse.By = true, n.replaceBy // the replacer's own retry before the expiry
+	case spec.Process != "" && spec.Process == n.process.Process:
+		return nil // the holder's own retry after a lost reply
+	case spec.Replace:
+		refuse.Pending, refuse.By = true, me
+	}
+	return refuse
+}
+
+func (st *smTest) registerExclusive(rt *rapid.T) { st.registerExcl(rt, false) }
+func (st *smTest) replace(rt *rapid.T)           { st.registerExcl(rt, true) }
+
+// registerExcl is an exclusive registration (DeadAfter > 0), with Replace or without, by
+// a fresh process of the id, the holder's own process, or the pending replacer.
+func (st *smTest) registerExcl(rt *rapid.T, replace bool) {
+	id := rapid.SampledFrom(smNodes).Draw(rt, "node")
+	// Now and then an id being taken over, so that takeovers (and the refusals of
+	// others meanwhile) happen.
+	var pending []string
+	for _, nid := range smNodes {
+		if n := st.m.nodes[nid]; n != nil && n.replaceBy.Process != "" {
+			pending = append(pending, nid)
+		}
+	}
+	if len(pending) > 0 && rapid.Bool().Draw(rt, "pending_id") {
+		id = rapid.SampledFrom(pending).Draw(rt, "pending_node")
+	}
+	n := st.m.nodes[id]
+	procs := []engine.NodeProcess{smProcess(id, "a"), smProcess(id, "b"), smProcess(id, "c")}
+	if !replace {
+		procs = append(procs, engine.NodeProcess{}) // an anonymous process is never its own retry
+	}
+	if n != nil && n.process.Process != "" {
+		procs = append(procs, n.process, n.process)
+	}
+	if n != nil && n.replaceBy.Process != "" {
+		procs = append(procs, n.replaceBy, n.replaceBy, n.replaceBy, n.replaceBy) // so that takeovers happen
+	}
+	p := rapid.SampledFrom(procs).Draw(rt, "process")
+	spec := engine.NodeSpec{ID: id, Capacity: rapid.IntRange(1, 3).Draw(rt, "capacity"),
+		Process: p.Process, Host: p.Host, PID: p.PID, DeadAfter: rapid.SampledFrom(st.deadAf).Draw(rt, "dead_after"), Replace: replace}
+	if rapid.Bool().Draw(rt, "labelled") {
+		spec.Labels = []engine.Label{{Key: "zone", Value: rapid.SampledFrom([]string{"a", "b"}).Draw(rt, "zone")}}
+	}
+	opName := "register_excl"
+	if replace {
+		opName = "replace"
+	}
+	op := fmt.Sprintf("RegisterNode(%+v)", spec)
+	got, err := st.s.RegisterNode(st.ctx, spec)
+	want := st.m.registerRefusal(spec)
+	st.note(opName, err)
+	if want != nil {
+		sameErr(rt, op, err, engine.ErrNodeInUse)
+		var e *engine.NodeInUseError
+		if !errors.As(err, &e) {
+			rt.Fatalf("%s: %v is not a *NodeInUseError", op, err)
+		}
+		if e.ID != want.ID || e.Incarnation != want.Incarnation || e.Holder != want.Holder || e.By != want.By || e.Pending != want.Pending {
+			rt.Fatalf("%s: refusal id %s incarnation %d holder %+v by %+v pending %v, model says id %s incarnation %d holder %+v by %+v pending %v",
+				op, e.ID, e.Incarnation, e.Holder, e.By, e.Pending, want.ID, want.Incarnation, want.Holder, want.By, want.Pending)
+		}
+		if e.ExpiresAt.Sub(e.LastHeartbeat) != spec.DeadAfter || e.Now.Before(e.LastHeartbeat) {
+			rt.Fatalf("%s: refusal times: heartbeat %v, now %v, expires %v; want expires = heartbeat + %v, heartbeat ≤ now", op, e.LastHeartbeat, e.Now, e.ExpiresAt, spec.DeadAfter)
+		}
+		if st.m.manual && (e.LastHeartbeat.Sub(st.start) != n.lastHB || e.Now.Sub(st.start) != st.m.now) {
+			rt.Fatalf("%s: refusal heartbeat at +%v now +%v, model says +%v, +%v", op, e.LastHeartbeat.Sub(st.start), e.Now.Sub(st.start), n.lastHB, st.m.now)
+		}
+		switch {
+		case want.Pending && n.replaceBy.Process == "":
+			st.tag(opName + " pending") // a takeover starts: the holder's heartbeats are refused from now on
+			n.replaceBy = want.By
+		case want.Pending:
+			st.tag(opName + " pending retry")
+		case want.By.Process != "":
+			st.tag(opName + " refused: being replaced")
+		}
+		return
+	}
+	sameErr(rt, op, err, nil)
+	st.checkNow(rt, op, got.Now)
+	switch {
+	case n == nil:
+	case !n.alive:
+		st.tag(opName + " over a dead incarnation")
+	case n.replaceBy.Process != "" && n.replaceBy.Process == spec.Process:
+		st.tag(opName + " takeover")
+	case st.m.now-n.lastHB > spec.DeadAfter:
+		st.tag(opName + " after expiry")
+	default:
+		st.tag(opName + " own retry")
+	}
+	if n == nil {
+		n = &mNode{}
+		st.m.nodes[id] = n
+	}
+	n.inc++
+	n.alive, n.draining, n.capacity, n.labels, n.lastHB = true, false, spec.Capacity, spec.Labels, st.m.now
+	n.process, n.replaceBy = p, engine.NodeProcess{}
+	n.assignRev++
+	if got.Incarnation != n.inc {
+		rt.Fatalf("%s: incarnation %d, model says %d", op, got.Incarnation, n.inc)
+	}
+}
+
+// giveBack is a worker handing back a row: mostly an Assigned row by its owner at its
+// incarnation and generation, else another node, a stale incarnation or generation, or a
+// row in another state.
+func (st *smTest) giveBack(rt *rapid.T) {
+	focus := rapid.SampledFrom([]engine.PartitionState{engine.Assigned, engine.Assigned, engine.Assigned, engine.Releasing, engine.Unassigned}).Draw(rt, "focus")
+	keep := func(r *engine.Assignment) bool { return r.State == focus }
+	if focus == engine.Assigned && rapid.Bool().Draw(rt, "live_owner") {
+		// A row its owner can give back (random draws seldom get one on a short run).
+		keep = func(r *engine.Assignment) bool {
+			return r.State == engine.Assigned && st.m.live(r.Owner, r.Incarnation, nil)
+		}
+	}
+	p := st.drawRow(rt, keep)
+	id := rapid.SampledFrom(smNodes).Draw(rt, "node")
+	r := st.m.rows[p]
+	if r != nil && r.Owner != "" && rapid.IntRange(0, 3).Draw(rt, "owner") > 0 {
+		id = r.Owner
+	}
+	inc := st.drawInc(rt, id)
+	if r != nil && r.Owner == id && rapid.IntRange(0, 3).Draw(rt, "row_inc") > 0 {
+		inc = r.Incarnation // the row's incarnation, which may be a replaced one
+	}
+	gen := uint64(1)
+	if r != nil {
+		gen = r.Generation
+	}
+	switch rapid.IntRange(0, 7).Draw(rt, "wrong_gen") {
+	case 0:
+		gen++ // a generation the row has not reached
+	case 1:
+		if gen > 0 {
+			gen-- // a stale generation (the owner's previous tenure of the row)
+		}
+	}
+	g := engine.Ack{Partition: p, Node: id, Incarnation: inc, Generation: gen}
+	got, err := st.s.GiveBack(st.ctx, g)
+	op := fmt.Sprintf("GiveBack(%+v)", g)
+	st.note("give_back", err)
+	switch {
+	case !st.m.live(id, inc, nil):
+		sameErr(rt, op, err, engine.ErrNodeDead)
+	case r == nil:
+		sameErr(rt, op, err, engine.ErrNotFound)
+	case r.State != engine.Assigned || r.Owner != id || r.Incarnation != inc || r.Generation != gen:
+		sameErr(rt, op, err, engine.ErrConflict)
+	default:
+		sameErr(rt, op, err, nil)
+		st.checkNow(rt, op, got.Now)
+		if st.m.nodes[id].replaceBy.Process != "" {
+			st.tag("give_back while being replaced")
+		}
+		old := *r
+		r.State, r.Owner, r.Incarnation, r.Target = engine.Unassigned, "", 0, ""
+		r.GivenBackBy, r.GivenBackAt = id, got.Now
+		if st.m.manual {
+			r.GivenBackAt = st.start.Add(st.m.now)
+		}
+		r.Revision = st.m.bump()
+		// The giver loses the row (like an acknowledgement's, the revisions of the nodes
+		// the row was or is on its way to move too; an Assigned row is on its way to none).
+		touched := map[string]bool{id: true, incomingTo(old): true, incomingTo(*r): true}
+		for t := range touched {
+			if nd := st.m.nodes[t]; nd != nil {
+				nd.assignRev++
+			}
 		}
 	}
 }
