@@ -295,5 +295,10 @@ func validateProcess(n NodeSpec) error {
 	if n.DeadAfter < 0 {
 		return Invalid("node.dead_after", n.DeadAfter.String(), "must be ≥ 0 (0: registration is not exclusive)")
 	}
+	if n.Replace && n.Process == "" {
+		// The store records the replacing process as the row's ReplaceBy, which is what
+		// refuses the holder's heartbeats: a takeover that names nobody would not.
+		return Invalid("node.replace", "true", "needs node.process (the process taking the id over)")
+	}
 	return nil
 }

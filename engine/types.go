@@ -163,7 +163,7 @@ type NodeSpec struct {
 	// It is safe, not instant: the holder's heartbeats are refused from then on, so it
 	// stops its partitions by its own liveness timer, and this registration succeeds once
 	// the holder's heartbeat is older than DeadAfter. Until then the call fails with a
-	// *NodeInUseError whose Pending is set (retry at its ExpiresAt).
+	// *NodeInUseError whose Pending is set (retry at its ExpiresAt). Needs Process.
 	Replace bool
 }
 

@@ -218,6 +218,12 @@ func testErrors(t *testing.T, newStore func(t *testing.T) (engine.Store, Clock))
 			_, err := f.s.RegisterNode(ctx, engine.NodeSpec{ID: "A", Capacity: 1, Labels: []engine.Label{{Key: ""}}})
 			return err
 		}, engine.ErrInvalid, "node.labels.key"},
+		{"register: replace without a process", func(ctx context.Context, f *fixture) error {
+			// A takeover that names nobody could record no replacer: the holder's
+			// heartbeats would go on being accepted.
+			_, err := f.s.RegisterNode(ctx, engine.NodeSpec{ID: "A", Capacity: 1, DeadAfter: long, Replace: true})
+			return err
+		}, engine.ErrInvalid, "node.replace"},
 		{"heartbeat: zero incarnation", func(ctx context.Context, f *fixture) error {
 			_, err := f.s.Heartbeat(ctx, "A", 0, 0)
 			return err
