@@ -63,15 +63,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}()
 
-	proxy, err := newProxyFor(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
-	proxied, err := ProxiedDSN(dsn, proxy.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
+	proxy, proxied := startProxy(t, dsn)
 
 	// Four nodes direct; once one of them coordinates, the fifth behind the proxy (so
 	// that the node cut off later is a plain worker).
@@ -252,12 +244,24 @@ func ungraceful(ivs []Interval, termAt time.Time) []string {
 	return bad
 }
 
-func newProxyFor(dsn string) (*Proxy, error) {
+// startProxy starts a proxy in front of dsn's server, closed when the test ends, and
+// returns it with the DSN that goes through it.
+func startProxy(t *testing.T, dsn string) (*Proxy, string) {
+	t.Helper()
 	backend, err := Backend(dsn)
 	if err != nil {
-		return nil, err
+		t.Fatal(err)
 	}
-	return NewProxy(backend)
+	proxy, err := NewProxy(backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Close)
+	proxied, err := ProxiedDSN(dsn, proxy.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return proxy, proxied
 }
 
 func mustPoll(t *testing.T, ctx context.Context, c *Cluster, what string, d time.Duration, cond func(helix.ClusterStatus) (bool, string)) time.Duration {

@@ -54,15 +54,7 @@ func TestExecChildrenNeverOverlap(t *testing.T) {
 			t.Logf("units: %s", units)
 		}
 	}()
-	proxy, err := newProxyFor(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
-	proxied, err := ProxiedDSN(dsn, proxy.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
+	proxy, proxied := startProxy(t, dsn)
 	execArgs := []string{"--exec", fmt.Sprintf("%s %s --unit 0.05 --rogue --log %s", python, worker, units), "--exec-grace", "1s"}
 	procs := map[string]*Proc{}
 	start := func(id, d string) {

@@ -199,15 +199,7 @@ func waitFault(t *testing.T, at <-chan time.Time, what string) time.Time {
 // stallCoordinator: n1, behind the proxy, is coordinator; a new task list makes it
 // apply a batch, and it stalls right after locking the lease row.
 func stallCoordinator(t *testing.T, ctx context.Context, c *Cluster, f fault) time.Duration {
-	proxy, err := newProxyFor(c.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proxy.Close)
-	proxied, err := ProxiedDSN(c.DSN, proxy.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
+	proxy, proxied := startProxy(t, c.DSN)
 	n1 := startNode(t, c, "n1", proxied)
 	mustPoll(t, ctx, c, "n1 coordinating", 20*time.Second, func(cs helix.ClusterStatus) (bool, string) {
 		return cs.Coordinator.Held && strings.HasPrefix(cs.Coordinator.Owner, "n1"), fmt.Sprintf("coordinator %+v", cs.Coordinator)
@@ -249,15 +241,7 @@ func stallCoordinator(t *testing.T, ctx context.Context, c *Cluster, f fault) ti
 // some of n2's partitions, and n2 stalls right after its release ack locked the revision
 // row.
 func stallWorker(t *testing.T, ctx context.Context, c *Cluster, f fault) time.Duration {
-	proxy, err := newProxyFor(c.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proxy.Close)
-	proxied, err := ProxiedDSN(c.DSN, proxy.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
+	proxy, proxied := startProxy(t, c.DSN)
 	startNode(t, c, "n1", "")
 	mustPoll(t, ctx, c, "n1 coordinating", 20*time.Second, func(cs helix.ClusterStatus) (bool, string) {
 		return cs.Coordinator.Held, fmt.Sprintf("coordinator %+v", cs.Coordinator)
