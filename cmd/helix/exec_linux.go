@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,19 +20,6 @@ import (
 	"github.com/helixcoord/helix"
 	"github.com/helixcoord/helix/engine"
 )
-
-// execFlags are `helix node --exec` and its grace period.
-type execFlags struct {
-	command string
-	grace   time.Duration
-}
-
-func (f *execFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.command, "exec", "", "run `COMMAND` (with /bin/sh -c) once per owned partition instead of the demo handler;\n"+
-		"its environment has HELIX_DOMAIN, HELIX_TASKLIST, HELIX_PARTITION, HELIX_GENERATION, HELIX_NODE_ID and\n"+
-		"HELIX_DEADLINE_FILE (the liveness deadline: check it before each unit of work). See examples/exec.")
-	fs.DurationVar(&f.grace, "exec-grace", 3*time.Second, "on revoke, drain or shutdown: SIGTERM, then SIGKILL after this long (< --stop-timeout)")
-}
 
 // handler returns the --exec handler, or nil without --exec.
 func (f *execFlags) handler(cfg engine.Config, stopTimeout time.Duration, log *slog.Logger) (helix.Handler, error) {
