@@ -57,7 +57,6 @@ var mutants = []Mutant{
 		Patches: []Patch{{coordinator, "Capacity: max(nd.Capacity, 1), Draining: nd.Draining}", "Capacity: max(nd.Capacity, 1), Draining: false}"}},
 	},
 	{
-		// Issue 9 rewrites the allocator: these anchors may need re-anchoring after that merge.
 		Name: "AllocUnsortedTieBreak", Area: "allocator", Breaks: "the allocator breaks ties in input order, not by id (determinism)",
 		Patches: []Patch{
 			{alloc, "rank := int32(i)", "_, rank := at(i)"},
