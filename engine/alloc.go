@@ -911,10 +911,7 @@ func (a *allocator) plan(in PlanInput) Plan {
 		}
 	}
 	slices.SortFunc(tls, func(x, y aTaskList) int {
-		if c := strings.Compare(x.tl.Domain, y.tl.Domain); c != 0 {
-			return c
-		}
-		if c := strings.Compare(x.tl.Name, y.tl.Name); c != 0 {
+		if c := cmpTaskListNames(&x.tl, &y.tl); c != 0 {
 			return c
 		}
 		return y.tl.Partitions - x.tl.Partitions
@@ -1292,6 +1289,14 @@ func (a *allocator) spread() int {
 		}
 	}
 	return int(hi - lo)
+}
+
+// cmpTaskListNames orders two task lists by (domain, name).
+func cmpTaskListNames(x, y *TaskList) int {
+	if c := strings.Compare(x.Domain, y.Domain); c != 0 {
+		return c
+	}
+	return strings.Compare(x.Name, y.Name)
 }
 
 // cmpTaskList orders a task list against a partition's task list, by (domain, name).

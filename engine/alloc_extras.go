@@ -656,18 +656,39 @@ func (a *allocator) canTake(x *extras, i int32) bool {
 	if w.class < 0 || !a.classes[w.class].frac || (w.stamp == a.stamp && w.extra) {
 		return false
 	}
-	e := int64(w.rel)
+	return a.hasRoom(x, i)
+}
+
+// hasRoom: eligible worker i may take one more extra cluster-wide: it is below lo_k, or
+// below hi_k while fewer than K workers are above lo_k.
+func (a *allocator) hasRoom(x *extras, i int32) bool {
+	e := int64(a.workers[i].rel)
 	return e < a.lo(i) || (e < a.hi(i) && x.xUsed < x.K)
 }
 
-func (a *allocator) takeFree(x *extras, i int32) {
-	a.touch(i)
+// addExtra counts one more extra for worker i (its rel, and x.xUsed when that takes it
+// above lo_k); dropExtra counts one fewer.
+func (a *allocator) addExtra(x *extras, i int32) {
 	w := &a.workers[i]
-	w.extra = true
 	if int64(w.rel) >= a.lo(i) {
 		x.xUsed++
 	}
 	w.rel++
+}
+
+func (a *allocator) dropExtra(x *extras, i int32) {
+	w := &a.workers[i]
+	w.rel--
+	if int64(w.rel) >= a.lo(i) {
+		x.xUsed--
+	}
+}
+
+// takeFree gives worker i a free extra of the current task list.
+func (a *allocator) takeFree(x *extras, i int32) {
+	a.touch(i)
+	a.workers[i].extra = true
+	a.addExtra(x, i)
 	a.markDirty(i)
 	x.xW = append(x.xW, i)
 }
@@ -679,13 +700,10 @@ func (a *allocator) takeFree(x *extras, i int32) {
 // each one (syncBuckets) cost more than dealing the extras.
 func (a *allocator) takeFiled(x *extras, cl *aClass) {
 	i := cl.peek
-	w := &a.workers[i]
 	a.touch(i)
+	w := &a.workers[i]
 	w.extra = true
-	if int64(w.rel) >= a.lo(i) {
-		x.xUsed++
-	}
-	w.rel++
+	a.addExtra(x, i)
 	w.brel++ // == rel: filed under it once the move is applied
 	x.xW = append(x.xW, i)
 	bit := uint64(1) << (uint32(w.member) % 64)

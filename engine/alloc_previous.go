@@ -1,7 +1,5 @@
 package engine
 
-import "strings"
-
 // The previous plan (PlanInput.Previous): what keeps a target from drifting on the fast
 // path.
 //
@@ -104,13 +102,6 @@ func (a *allocator) mapWorkers(prevIDs []string, prevW []int32) bool {
 		}
 	}
 	return found
-}
-
-func cmpTaskListNames(x, y *TaskList) int {
-	if c := strings.Compare(x.Domain, y.Domain); c != 0 {
-		return c
-	}
-	return strings.Compare(x.Name, y.Name)
 }
 
 // prevWorker is the worker (this plan's index) that previous worker index j maps to, -1

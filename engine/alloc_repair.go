@@ -256,12 +256,8 @@ func (r *repairer) attach(e, i int32, count bool) {
 	r.wRec[r.wOff[i]+r.wN[i]] = e
 	r.wN[i]++
 	if count {
-		a := r.a
-		if int64(a.workers[i].rel) >= a.lo(i) {
-			r.x.xUsed++
-		}
-		a.workers[i].rel++
-		a.markDirty(i)
+		r.a.addExtra(r.x, i)
+		r.a.markDirty(i)
 	}
 }
 
@@ -271,12 +267,8 @@ func (r *repairer) detach(e int32) {
 	last := r.wRec[r.wOff[i]+r.wN[i]-1]
 	r.wRec[r.wOff[i]+p], r.recPos[last] = last, p
 	r.wN[i]--
-	a := r.a
-	a.workers[i].rel--
-	if int64(a.workers[i].rel) >= a.lo(i) {
-		r.x.xUsed--
-	}
-	a.markDirty(i)
+	r.a.dropExtra(r.x, i)
+	r.a.markDirty(i)
 }
 
 // augment places every unplaced extra by an augmenting path, and reports whether both
@@ -412,7 +404,7 @@ func (r *repairer) reachW(i, d, t int32) {
 		return
 	}
 	r.wSeen[i], r.wLab[i], r.wFrom[i] = r.gen, d, t
-	if t >= 0 && r.roomy(i) {
+	if t >= 0 && r.a.hasRoom(r.x, i) {
 		if d < r.best {
 			r.best, r.bestEnd = d, i
 		}
@@ -432,13 +424,6 @@ func (r *repairer) reachX(d, i int32) {
 	if d < r.best {
 		r.push(int32(len(r.x.R)+len(r.a.workers)), d)
 	}
-}
-
-// roomy: worker i may take one more extra with no one giving anything up.
-func (r *repairer) roomy(i int32) bool {
-	a := r.a
-	e := int64(a.workers[i].rel)
-	return e < a.lo(i) || (e < a.hi(i) && r.x.xUsed < r.x.K)
 }
 
 // labelled: worker i has been reached at cost L or less in this search.
