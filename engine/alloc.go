@@ -911,7 +911,7 @@ func (a *allocator) plan(in PlanInput) Plan {
 		}
 	}
 	slices.SortFunc(tls, func(x, y aTaskList) int {
-		if c := cmpTaskListNames(&x.tl, &y.tl); c != 0 {
+		if c := compareTaskLists(x.tl, y.tl); c != 0 {
 			return c
 		}
 		return y.tl.Partitions - x.tl.Partitions
@@ -1289,14 +1289,6 @@ func (a *allocator) spread() int {
 		}
 	}
 	return int(hi - lo)
-}
-
-// cmpTaskListNames orders two task lists by (domain, name).
-func cmpTaskListNames(x, y *TaskList) int {
-	if c := strings.Compare(x.Domain, y.Domain); c != 0 {
-		return c
-	}
-	return strings.Compare(x.Name, y.Name)
 }
 
 // cmpTaskList orders a task list against a partition's task list, by (domain, name).

@@ -43,10 +43,10 @@ func (a *allocator) usePrevious(prev *Plan, tls []aTaskList) {
 	for t := range tls {
 		prevT[t] = -1
 		tl := &tls[t].tl
-		for j < len(prev.TaskLists) && cmpTaskListNames(&prev.TaskLists[j], tl) < 0 {
+		for j < len(prev.TaskLists) && compareTaskLists(prev.TaskLists[j], *tl) < 0 {
 			j++
 		}
-		if j < len(prev.TaskLists) && cmpTaskListNames(&prev.TaskLists[j], tl) == 0 {
+		if j < len(prev.TaskLists) && compareTaskLists(prev.TaskLists[j], *tl) == 0 {
 			prevT[t] = int32(j)
 			matched = true
 		}
