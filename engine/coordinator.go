@@ -324,6 +324,47 @@ func (n *Node) mergeState(full bool, r StateReply) bool {
 	return len(r.Assignments) > 0
 }
 
+// PlanInputFromState is the allocator's input for a store's state as a coordinator with
+// dead-after deadAfter judges it (without its throttle, previous plan or give-back
+// steering): the workers are the nodes alive by status whose heartbeat is at most
+// deadAfter old, and a row counts as owned only while its owner is such a node at the
+// row's incarnation.
+func PlanInputFromState(st StateReply, deadAfter time.Duration) PlanInput {
+	workers, alive := liveWorkers(st.Nodes, deadAfter)
+	return PlanInput{TaskLists: st.TaskLists, Workers: workers, Current: allocatorRows(st.Assignments, alive)}
+}
+
+// liveWorkers is the nodes that count as workers (alive by status, heartbeat at most
+// deadAfter old), sorted by id, and the same nodes by id.
+func liveWorkers(nodes []NodeInfo, deadAfter time.Duration) ([]Worker, map[string]NodeInfo) {
+	var workers []Worker
+	alive := map[string]NodeInfo{}
+	for _, nd := range nodes {
+		if nd.Status != NodeAlive || nd.HeartbeatAge > deadAfter {
+			continue
+		}
+		alive[nd.ID] = nd
+		workers = append(workers, Worker{ID: nd.ID, Capacity: max(nd.Capacity, 1), Draining: nd.Draining})
+	}
+	slices.SortFunc(workers, func(a, b Worker) int { return strings.Compare(a.ID, b.ID) })
+	return workers, alive
+}
+
+// allocatorRows is rows as the allocator must see them: a row owned by an incarnation
+// that is not alive is unowned (its target kept as the hint).
+func allocatorRows(rows []Assignment, alive map[string]NodeInfo) []Assignment {
+	out := make([]Assignment, 0, len(rows))
+	for _, a := range rows {
+		if a.State == Assigned || a.State == Releasing {
+			if nd, ok := alive[a.Owner]; !ok || nd.Incarnation != a.Incarnation {
+				a = Assignment{Partition: a.Partition, State: Unassigned, Target: a.Target, Generation: a.Generation, Revision: a.Revision}
+			}
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
 // compareTaskLists orders task lists by (domain, name).
 func compareTaskLists(a, b TaskList) int {
 	if c := strings.Compare(a.Domain, b.Domain); c != 0 {
@@ -352,24 +393,17 @@ func releasingDelta(old, new Assignment) int {
 func (n *Node) planAndApply(rowsChanged bool) {
 	c := &n.c
 	var dead []DeadNode
-	alive := map[string]NodeInfo{} // live workers by id, after this tick's declarations
-	var workers []Worker
-	var live []liveNode
 	for _, nd := range c.nodes {
-		if nd.Status != NodeAlive {
-			continue
-		}
-		if nd.HeartbeatAge > n.cfg.DeadAfter {
+		if nd.Status == NodeAlive && nd.HeartbeatAge > n.cfg.DeadAfter {
 			dead = append(dead, DeadNode{ID: nd.ID, Incarnation: nd.Incarnation})
-			continue
 		}
-		alive[nd.ID] = nd
-		wk := Worker{ID: nd.ID, Capacity: max(nd.Capacity, 1), Draining: nd.Draining}
-		workers = append(workers, wk)
-		live = append(live, liveNode{nd.ID, nd.Incarnation, wk.Capacity, wk.Draining})
 	}
-	slices.SortFunc(workers, func(a, b Worker) int { return strings.Compare(a.ID, b.ID) })
-	slices.SortFunc(live, func(a, b liveNode) int { return strings.Compare(a.id, b.id) })
+	// alive: the live workers by id, after this tick's declarations.
+	workers, alive := liveWorkers(c.nodes, n.cfg.DeadAfter)
+	live := make([]liveNode, len(workers))
+	for i, wk := range workers {
+		live[i] = liveNode{wk.ID, alive[wk.ID].Incarnation, wk.Capacity, wk.Draining}
+	}
 
 	// In steady state nothing the plan depends on has changed since the last one (which
 	// wrote nothing, or whose write the incremental read has just returned): skip it.
@@ -403,14 +437,7 @@ func (n *Node) planAndApply(rowsChanged bool) {
 		return lastOK && p.Partition >= 0 && p.Partition < lastCnt
 	}
 
-	// The allocator sees rows owned by dead incarnations as unowned.
-	current := make([]Assignment, 0, len(c.rows))
-	for _, a := range c.rows {
-		if (a.State == Assigned || a.State == Releasing) && !liveOwner(a) {
-			a = Assignment{Partition: a.Partition, State: Unassigned, Target: a.Target, Generation: a.Generation, Revision: a.Revision}
-		}
-		current = append(current, a)
-	}
+	current := allocatorRows(c.rows, alive)
 	if c.scratch == nil {
 		c.scratch = new(allocScratch)
 	}

@@ -58,29 +58,18 @@ func (f *planDBFlags) read(ctx context.Context, e *env) (engine.PlanInput, error
 	return in, nil
 }
 
-// planInputFromState is the allocator's input for a store's state.
+// planInputFromState is the allocator's input for a store's state, as the coordinator
+// sees it (engine.PlanInputFromState), without the tombstones of partitions no longer
+// configured and with only the fields a plan input has.
 func planInputFromState(st engine.StateReply, deadAfter time.Duration) engine.PlanInput {
-	in := engine.PlanInput{TaskLists: st.TaskLists}
-	alive := map[string]uint64{} // id → incarnation
-	for _, nd := range st.Nodes {
-		if nd.Status != engine.NodeAlive || nd.HeartbeatAge > deadAfter {
-			continue
+	in := engine.PlanInputFromState(st, deadAfter)
+	rows := in.Current[:0]
+	for _, a := range in.Current {
+		if a.State != engine.Deleted {
+			rows = append(rows, engine.Assignment{Partition: a.Partition, Owner: a.Owner, State: a.State, Target: a.Target})
 		}
-		alive[nd.ID] = nd.Incarnation
-		in.Workers = append(in.Workers, engine.Worker{ID: nd.ID, Capacity: max(nd.Capacity, 1), Draining: nd.Draining})
 	}
-	slices.SortFunc(in.Workers, func(a, b engine.Worker) int { return strings.Compare(a.ID, b.ID) })
-	for _, a := range st.Assignments {
-		if a.State == engine.Deleted {
-			continue
-		}
-		if a.State == engine.Assigned || a.State == engine.Releasing {
-			if inc, ok := alive[a.Owner]; !ok || inc != a.Incarnation {
-				a = engine.Assignment{Partition: a.Partition, State: engine.Unassigned, Target: a.Target}
-			}
-		}
-		in.Current = append(in.Current, engine.Assignment{Partition: a.Partition, Owner: a.Owner, State: a.State, Target: a.Target})
-	}
+	in.Current = rows
 	return in
 }
 
